@@ -1,0 +1,60 @@
+"""The `microvar` command: click wiring over the library, no logic here. Errors meant for
+the user are caught once, here, and become exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import InputError, InputErrors, MicrovarError
+
+
+class _Handled(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (InputError, InputErrors) as e:
+            click.echo(str(e), err=True)  # already FILE:LINE: message
+            sys.exit(2)
+        except MicrovarError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Handled)
+@click.version_option(__version__, prog_name="microvar")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens, to stderr.")
+def main(verbose: bool) -> None:
+    """Turn seed texts into microvariant curricula."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
+
+
+@main.command()
+@click.argument("seeds", type=str)
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path), help="Output dataset directory.")
+@click.option("--recipe", "recipes", multiple=True, help="Recipe file or shipped name; the first is the default. Repeatable.")
+@click.option("--model", default=None, help="Reference model: a local HF model dir or .gguf (default: embedded SmolLM2-135M).")
+@click.option("--tokenizer", default=None, help="Only a tokenizer directory (no model needed for expansion).")
+@click.option("--variants", type=click.IntRange(min=1), default=None, help="Cap on variants per seed (default: the recipe's, 64).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same inputs and seed give the same dataset.")
+@click.option("--skip-invalid", is_flag=True, help="Send bad seed lines to rejects.jsonl instead of stopping.")
+@click.option("--split-long", is_flag=True, help="Split plain-text seeds longer than the model's context instead of rejecting them.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def expand(seeds, out, recipes, model, tokenizer, variants, seed, skip_invalid, split_long, overwrite, quiet):
+    """Expand SEEDS (JSONL file, or - for stdin) into an Arrow dataset at OUT."""
+    from .pipeline import Options, run_expand
+
+    if model == "none":
+        model = None  # expansion needs only the tokenizer; scoring arrives with --model
+    opts = Options(seeds, out, list(recipes), model, tokenizer, variants, seed, skip_invalid, overwrite,
+                   split_long, progress=not quiet and sys.stderr.isatty())
+    summary = run_expand(opts)
+    if not quiet:
+        for line in summary.lines():
+            click.echo(line, err=True)
+        click.echo(f"wrote {out}", err=True)

@@ -1,0 +1,103 @@
+"""The edit kinds the user named. Each proposes moves from a state; none touches an anchor's
+text (anchors are separate parts, and only ``mark`` decorates them)."""
+
+from __future__ import annotations
+
+import random
+
+from .base import Doc, State, body, closing, drop_last_unit, edit, with_
+
+
+@edit("identity")
+def identity(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    return []  # the seed itself is always the root variant
+
+
+@edit("mark")
+def mark(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    modes = args or ("prefix",)
+    marked = {m[0] for m in s.marks}
+    for k, anchor in enumerate(doc.anchors):
+        if k in marked:
+            continue
+        for marker in recipe.markers:
+            for mode in modes:
+                new = with_(s, marks=tuple(sorted(s.marks + ((k, marker, mode),))))
+                label = f"mark:{marker}@{anchor}" if mode == "prefix" else f"mark:{marker}…{closing(marker)}@{anchor}"
+                yield [(new, label, "mark")]
+
+
+@edit("tail")
+def tail(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    if s.tail is not None or s.grow:
+        return
+    for t in args:
+        yield [(with_(s, tail=t), f"tail:{t}", "tail")]
+
+
+@edit("drop")
+def drop(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    if "last_line" in args and not s.drop_last and not s.grow and s.tail is None:
+        dropped = drop_last_unit(body(doc, s))
+        if dropped is not None:
+            yield [(with_(s, drop_last=True), f"drop:{dropped[1]}", "drop")]
+    if "optional" in args:
+        for k, opt in enumerate(doc.opts):
+            if k not in s.omit:
+                yield [(with_(s, omit=s.omit | {k}), f"drop:optional@{opt.text.strip()}", "drop")]
+
+
+@edit("wrap")
+def wrap(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    if s.wrap is not None:
+        return
+    for template in args:
+        name = template.rsplit(".", 1)[0] if template.endswith(".j2") else template
+        yield [(with_(s, wrap=template), f"wrap:{name}", "wrap")]
+
+
+@edit("swap_alternatives")
+def swap_alternatives(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    for k, alt in enumerate(doc.alts):
+        current = s.alts[k]
+        for j, option in enumerate(alt.options):
+            if j != current:
+                alts = s.alts[:k] + (j,) + s.alts[k + 1:]
+                yield [(with_(s, alts=alts), f"swap:{alt.options[current]}→{option}", "swap_alternatives")]
+
+
+@edit("reorder")
+def reorder(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    slots = range(len(doc.swaps))
+    for i in slots:
+        for j in slots:
+            if i < j and doc.swaps[i].group == doc.swaps[j].group:
+                order = list(s.order)
+                order[i], order[j] = order[j], order[i]
+                a, b = doc.swaps[s.order[i]].text, doc.swaps[s.order[j]].text
+                yield [(with_(s, order=tuple(order)), f"reorder:{a}↔{b}", "reorder")]
+
+
+@edit("grow")
+def grow(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    """Reveal the continuation lo..hi tokens at a time: one chain, each step's parent the last."""
+    if not doc.continuation or s.grow or s.tail is not None or s.drop_last or not doc.grow_cuts:
+        return
+    lo, hi = args
+    chain, n = [], 0
+    while n < len(doc.grow_cuts):
+        n = min(n + rng.randint(lo, hi), len(doc.grow_cuts))
+        chain.append((with_(s, grow=n), f"grow:+{n}", "grow"))
+    yield chain
+
+
+@edit("swap_model")
+def swap_model(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    """Needs the reference model's predictions; proposes nothing when expansion runs without one."""
+    return iter(())
+
+
+@edit("grow_model")
+def grow_model(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    """Needs the reference model's predictions; proposes nothing when expansion runs without one."""
+    return iter(())

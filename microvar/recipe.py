@@ -1,0 +1,347 @@
+"""Recipe files -> Recipe. The language lives in grammars/recipe.lark; a lark Transformer
+turns statements into one plain dataclass, and every error carries file, line and column."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, Tree, UnexpectedInput, v_args
+
+from .errors import InputError
+from .markup import caret_context, describe_expected
+from .resources import data_dir, read_text
+
+STAGES = ("identity", "mark", "tail", "substitute", "reorder", "truncate", "wrap", "grow")
+METRICS = ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1")
+LEVELS_DEFAULT = {"identity": "foundation", "mark": "foundation", "tail": "foundation",
+                  "substitute": "domain", "reorder": "domain", "truncate": "domain",
+                  "wrap": "domain", "grow": "context"}
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    kind: str            # identity, mark, tail, drop, wrap, swap_alternatives, swap_model, reorder, grow, grow_model
+    args: tuple = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Limit:
+    metric: str
+    op: str               # "<=" or ">="
+    value: float
+
+    def violated(self, x: float) -> bool:
+        return x > self.value if self.op == "<=" else x < self.value
+
+
+@dataclass(frozen=True)
+class Route:
+    stages: tuple[str, ...]
+    level: str
+    phase: int | None = None
+
+
+@dataclass
+class Recipe:
+    name: str = "default"
+    markers: tuple[str, ...] = ("[HIGHLIGHT]", "[ANCHOR]", "[SHIFT]")
+    marker_tokens: int = 8
+    anchors: int = 2
+    edits: tuple[EditSpec, ...] = ()
+    compose: int = 2
+    variants: int = 64
+    step: int = 2
+    allow: dict[str, int] = field(default_factory=dict)
+    jumps: int = 10                # % of a seed's variant cap that may use an allowance
+    budget: tuple[Limit, ...] = ()
+    stages: tuple[str, ...] = STAGES
+    repeat: int = 24
+    routes: tuple[Route, ...] = ()
+    schedule: str | None = None
+    license: str | None = None
+    source: str = "<default>"
+    text: str = ""
+    template_dirs: tuple[str, ...] = ()
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def step_limit(self, stage: str) -> int:
+        """Largest token step a variant of this stage may take from its parent."""
+        return self.allow.get(stage, self.step)
+
+    def edit(self, kind: str) -> EditSpec | None:
+        return next((e for e in self.edits if e.kind == kind), None)
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark(read_text("grammars", "recipe.lark"), parser="lalr", propagate_positions=True)
+
+
+def _unquote(tok: str) -> str:
+    return tok[1:-1].encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8") \
+        if "\\" in tok else tok[1:-1]
+
+
+class _Statements(Transformer):
+    """Turn each statement into (name, value, line, column)."""
+
+    def _pos(self, meta):
+        return getattr(meta, "line", 0), getattr(meta, "column", 0)
+
+    @v_args(meta=True)
+    def recipe_name(self, meta, items):
+        return ("name", str(items[0]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def markers(self, meta, items):
+        strings = tuple(_unquote(t) for t in items if t.type == "STRING")
+        ints = [int(t) for t in items if t.type == "INT"]
+        return ("markers", (strings, ints[0] if ints else None), *self._pos(meta))
+
+    @v_args(meta=True)
+    def anchors(self, meta, items):
+        return ("anchors", int(items[0]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def edit(self, meta, items):
+        spec: EditSpec = items[0]
+        return ("edit", EditSpec(spec.kind, spec.args, meta.line), *self._pos(meta))
+
+    @v_args(meta=True)
+    def compose(self, meta, items):
+        return ("compose", int(items[0]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def variants(self, meta, items):
+        return ("variants", int(items[0]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def step(self, meta, items):
+        return ("step", int(items[0]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def allow(self, meta, items):
+        return ("allow", items, *self._pos(meta))
+
+    @v_args(meta=True)
+    def allowance(self, meta, items):
+        return (str(items[0]), int(items[1]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def jumps(self, meta, items):
+        return ("jumps", int(items[0]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def budget(self, meta, items):
+        return ("budget", items, *self._pos(meta))
+
+    @v_args(meta=True)
+    def limit(self, meta, items):
+        return (str(items[0]), str(items[1]), float(items[2]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def stages(self, meta, items):
+        return ("stages", [(str(t), t.line, t.column) for t in items], *self._pos(meta))
+
+    @v_args(meta=True)
+    def repeat(self, meta, items):
+        return ("repeat", int(items[0]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def route(self, meta, items):
+        return ("route", items, *self._pos(meta))
+
+    @v_args(meta=True)
+    def route_rule(self, meta, items):
+        names = [t for t in items if t.type == "NAME"]
+        phase = next((int(t) for t in items if t.type == "INT"), None)
+        return ([(str(t), t.line, t.column) for t in names[:-1]], str(names[-1]), phase)
+
+    @v_args(meta=True)
+    def schedule(self, meta, items):
+        return ("schedule", str(items[0]), *self._pos(meta))
+
+    @v_args(meta=True)
+    def license(self, meta, items):
+        t = items[0]
+        return ("license", _unquote(t) if t.type == "STRING" else str(t), *self._pos(meta))
+
+    # edit kinds
+    def identity(self, _):
+        return EditSpec("identity")
+
+    def mark(self, items):
+        modes = tuple(str(t) for t in items) or ("prefix", "wrap")
+        return EditSpec("mark", modes)
+
+    def tail(self, items):
+        return EditSpec("tail", tuple(_unquote(t) for t in items))
+
+    def drop(self, items):
+        return EditSpec("drop", tuple(str(t) for t in items))
+
+    def wrap(self, items):
+        return EditSpec("wrap", tuple(_unquote(t) for t in items))
+
+    def swap_alternatives(self, _):
+        return EditSpec("swap_alternatives")
+
+    def swap_model(self, items):
+        return EditSpec("swap_model", (int(items[0]),))
+
+    def reorder(self, _):
+        return EditSpec("reorder")
+
+    def grow(self, items):
+        return EditSpec("grow", (int(items[0]), int(items[1])))
+
+    def grow_model(self, items):
+        return EditSpec("grow_model", (int(items[0]), int(items[1])))
+
+
+def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
+    """Parse recipe text; raise InputError with file, line, column and a caret."""
+    parser = _parser()
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        tree = parser.parse(text)
+    except UnexpectedInput as e:
+        expected = set(getattr(e, "expected", None) or getattr(e, "allowed", None) or ())
+        token = getattr(e, "token", None)
+        if token is not None and token.type in ("$END", "_NL"):
+            found = "end of line"
+        elif token is not None:
+            found = repr(str(token))
+        else:
+            found = repr(text[e.pos_in_stream:e.pos_in_stream + 1])
+        words = describe_expected(parser, expected, {"_NL": "end of line", "STRING": 'a "quoted string"',
+                                                     "INT": "a whole number", "NUMBER": "a number",
+                                                     "NAME": "a name", "CMP": "'<=' or '>='",
+                                                     "MARK_MODE": "'prefix' or 'wrap'",
+                                                     "DROP_WHAT": "'last_line' or 'optional'"})
+        raise InputError(filename, e.line, f"unexpected {found}; expected {words}", e.column,
+                         caret_context(text, e.line, e.column)) from None
+    statements = _Statements().transform(tree)
+    items = statements.children if isinstance(statements, Tree) else statements
+    return _build(items, text, filename)
+
+
+def _build(items: list, text: str, filename: str) -> Recipe:
+    r = Recipe(source=filename, text=text, edits=())
+    base = Path(filename).parent if filename and not filename.startswith("<") else None
+    r.template_dirs = ((str(base),) if base else ()) + (str(data_dir("templates")),)
+
+    def fail(line: int, col: int, msg: str):
+        raise InputError(filename, line, msg, col, caret_context(text, line, col))
+
+    edits: list[EditSpec] = []
+    stage_names: list[str] | None = None
+    for name, value, line, col in items:
+        if name == "name":
+            r.name = value
+        elif name == "markers":
+            strings, allowance = value
+            if any(not s.strip() for s in strings):
+                fail(line, col, "a marker cannot be empty")
+            r.markers = strings
+            if allowance is not None:
+                r.marker_tokens = allowance
+        elif name == "anchors":
+            r.anchors = value
+        elif name == "edit":
+            if any(e.kind == value.kind and e.args == value.args for e in edits):
+                fail(line, col, f"edit {value.kind} is listed twice")
+            if value.kind in ("grow", "grow_model"):
+                lo, hi = value.args
+                if not 1 <= lo <= hi:
+                    fail(line, col, f"grow step range {lo}..{hi} must satisfy 1 <= low <= high")
+            if value.kind == "swap_model" and value.args[0] < 1:
+                fail(line, col, "swap model top K needs K >= 1")
+            if value.kind == "wrap":
+                for t in value.args:
+                    if not any((Path(d) / t).is_file() for d in r.template_dirs):
+                        fail(line, col, f"template {t!r} not found (looked in {', '.join(r.template_dirs)})")
+            edits.append(value)
+        elif name == "compose":
+            if value < 1:
+                fail(line, col, "compose up to N needs N >= 1")
+            r.compose = value
+        elif name == "variants":
+            if value < 1:
+                fail(line, col, "variants needs at least 1")
+            r.variants = value
+        elif name == "step":
+            r.step = value
+        elif name == "allow":
+            for stage, n, sl, sc in value:
+                if stage not in STAGES:
+                    fail(sl, sc, f"unknown stage {stage!r} in allow; stages are {', '.join(STAGES)}")
+                r.allow[stage] = n
+        elif name == "jumps":
+            if value > 100:
+                fail(line, col, "jumps is a percentage: 0 to 100")
+            r.jumps = value
+        elif name == "budget":
+            limits = []
+            for metric, op, x, ml, mc in value:
+                if metric not in METRICS:
+                    fail(ml, mc, f"unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
+                limits.append(Limit(metric, op, x))
+            r.budget = tuple(limits)
+        elif name == "stages":
+            for s, sl, sc in value:
+                if s not in STAGES:
+                    fail(sl, sc, f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
+            stage_names = [s for s, _, _ in value]
+        elif name == "repeat":
+            r.repeat = value
+        elif name == "route":
+            routes = []
+            for stages, level, phase in value:
+                for s, sl, sc in stages:
+                    if s not in STAGES:
+                        fail(sl, sc, f"unknown stage {s!r} in route; stages are {', '.join(STAGES)}")
+                routes.append(Route(tuple(s for s, _, _ in stages), level, phase))
+            r.routes = tuple(routes)
+        elif name == "schedule":
+            if value not in ("blocked", "interleaved", "spaced"):
+                fail(line, col, f"unknown schedule {value!r}; use blocked, interleaved or spaced")
+            r.schedule = value
+        elif name == "license":
+            r.license = value
+    if stage_names is not None:
+        # stages not named keep their default relative order, after the named ones
+        r.stages = tuple(stage_names) + tuple(s for s in STAGES if s not in stage_names)
+    r.edits = tuple(edits) if edits else (EditSpec("identity"),)
+    return r
+
+
+def load_recipe(ref: str, relative_to: Path | None = None) -> Recipe:
+    """A recipe file path, or the name of a shipped recipe (e.g. ``default``)."""
+    candidates = [Path(ref)]
+    if relative_to is not None and not Path(ref).is_absolute():
+        candidates.insert(0, relative_to / ref)
+    for path in candidates:
+        if path.is_file():
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError as e:
+                raise InputError(str(path), None, f"recipe is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            return parse_recipe(text, str(path))
+    shipped = data_dir("recipes") / f"{ref}.recipe"
+    if shipped.is_file():
+        return parse_recipe(shipped.read_text(encoding="utf-8"), f"<shipped>/{shipped.name}")
+    names = ", ".join(sorted(p.stem for p in data_dir("recipes").glob("*.recipe")))
+    raise InputError(ref, None, f"no such recipe file, and not a shipped recipe name ({names})")
+
+
+def default_recipe() -> Recipe:
+    return load_recipe("default")
