@@ -21,6 +21,7 @@ from .seeds import Seed, read_seeds
 from .tokens import RefTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
+MODEL_EDITS = ("swap_model", "grow_model")
 
 
 @dataclass
@@ -118,6 +119,11 @@ def run_expand(opts: Options) -> Summary:
     default, recipes = choose_recipes(sf.seeds, opts.recipes, seeds_dir)
     tk, ref = load_tokenizer(opts.model, opts.tokenizer)
     expander = Expander(tk, seed=opts.seed, variants=opts.variants)
+    needs_model = sorted({e.kind for r in {id(x): x for x in [default, *recipes.values()]}.values()
+                          for e in r.edits if e.kind in MODEL_EDITS})
+    if needs_model:
+        log.warning("skipping %s: these edits need the reference model's predictions, "
+                    "which this version does not compute yet", ", ".join(needs_model))
 
     seeds: list[Seed] = []
     for s in sf.seeds:
@@ -146,6 +152,7 @@ def run_expand(opts: Options) -> Summary:
                          "marker_tokens": v.marker_tokens, "recipe": recipe.name})
     summary.min_kept = min(kept_counts, default=0)
     manifest = _manifest(opts, sf, recipes, default, tk, ref, summary)
+    manifest["skipped_edits"] = needs_model
     with staging(opts.out, opts.overwrite) as tmp:
         write_dataset(tmp, rows)
         write_jsonl(tmp / "rejects.jsonl", rejects)

@@ -1,0 +1,44 @@
+"""Shared fixtures. The real default tokenizer is loaded once per session (converted from
+the embedded GGUF on first use and cached under the user's cache directory)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from microvar.cli import main
+from microvar.tokens import load_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+
+
+@pytest.fixture(scope="session")
+def tk():
+    """The reference tokenizer of the embedded SmolLM2-135M-Instruct."""
+    return load_tokenizer()[0]
+
+
+@pytest.fixture
+def write_seeds(tmp_path):
+    """Write seeds (dicts, or raw str lines) to a JSONL file; returns its path."""
+    def write(rows, name="seeds.jsonl", raw: bytes | None = None) -> Path:
+        path = tmp_path / name
+        if raw is not None:
+            path.write_bytes(raw)
+            return path
+        lines = [r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+    return write
+
+
+@pytest.fixture
+def cli():
+    """Run the microvar CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    def run(*args, input: str | bytes | None = None):
+        return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+    return run
