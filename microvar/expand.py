@@ -20,8 +20,8 @@ from .tokens import Candidate, RefTokenizer, align, run_checks
 
 # Composition order: a variant built from several edits takes its parent as the variant
 # without its *smallest* edit, so bigger edits are applied first and the last step is cheap.
-APPLY_RANK = {"identity": 0, "wrap": 1, "drop": 2, "tail": 3, "grow": 4, "grow_model": 4,
-              "mark": 5, "reorder": 6, "swap_alternatives": 7, "swap_model": 7}
+APPLY_RANK = {"identity": 0, "wrap": 1, "drop": 2, "tail": 3, "mark": 4, "grow": 5, "grow_model": 5,
+              "reorder": 6, "swap_alternatives": 7, "swap_model": 7}
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Variant:
     n_tokens: int
     step_tokens: int
     marker_tokens: int
+    distance: int                       # raw token edit distance to the parent (markers not collapsed)
     ids: list[int] = field(repr=False)
     state: State = field(repr=False)
 
@@ -109,7 +110,7 @@ class Expander:
             rejects.append(Reject(seed.id, text, failed[0], f"seed rejected: {failed[1]}"))
             return SeedResult(seed.id, [], rejects, counts)
         root = Variant(seed.id, variant_id(seed.id, text), "", text, ["identity"], ["identity"], "identity",
-                       0, len(ids), 0, 0, ids, root_state)
+                       0, len(ids), 0, 0, 0, ids, root_state)
         kept = [root]
         by_state = {root_state: root}
         seen_states = {root_state}
@@ -172,7 +173,7 @@ class Expander:
                         rejects.append(Reject(seed.id, t, failed[0], failed[1], vid, parent.variant_id, edits))
                         continue
                     v = Variant(seed.id, vid, parent.variant_id, t, edits, kinds, stage, depth, len(ids),
-                                c.step_tokens, c.marker_tokens, ids, state)
+                                c.step_tokens, c.marker_tokens, c.distance, ids, state)
                     kept.append(v)
                     by_state[state] = v
                     next_frontier.append(v)

