@@ -163,8 +163,8 @@ def check_step(c: Candidate, tk: RefTokenizer, limits) -> str | None:
 
 # Order matters only for which reason is reported first.
 CHECKS = {
-    "round_trip": check_round_trip,
     "in_vocab": check_in_vocab,
+    "round_trip": check_round_trip,
     "context": check_context,
     "anchors": check_anchors,
     "marker_cost": check_marker_cost,
