@@ -30,7 +30,8 @@ class _Handled(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens, to stderr.")
 def main(verbose: bool) -> None:
     """Turn seed texts into microvariant curricula."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr,
+                        force=True)  # each invocation logs to the stderr it has now
 
 
 @main.command()

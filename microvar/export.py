@@ -49,6 +49,9 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
     """A temporary directory beside OUT that becomes OUT only if the block succeeds."""
     check_target(out, overwrite)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; OUT should follow the umask
     try:
         yield tmp
         if out.exists():

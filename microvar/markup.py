@@ -141,7 +141,8 @@ def check_parts(parts: list[Part], markup: str) -> None:
     """Semantic rules the grammar cannot say."""
     for p in parts:
         if isinstance(p, Anchor) and not p.text.strip():
-            raise MarkupSyntaxError("empty anchor [[ ]]", 1, 1, caret_context(markup, 1, 1))
+            line, col = _locate(markup, "[[" + p.text + "]]")
+            raise MarkupSyntaxError("empty anchor [[ ]]", line, col, caret_context(markup, line, col))
     if sum(isinstance(p, Swap) for p in parts) == 1:
         line, col = _locate(markup, "{~")
         raise MarkupSyntaxError("a single {~span} has nothing to swap with: mark at least two", line, col,

@@ -83,9 +83,6 @@ def test_markup_error_on_second_markup_line(cli, write_seeds, tmp_path):
     assert no_output(tmp_path)
 
 
-@pytest.mark.xfail(reason="BUG: markup.check_parts reports an empty anchor [[ ]] at line 1, column 1 "
-                          "wherever it is, so the column and caret point at the start of the markup",
-                   strict=True)
 def test_empty_anchor_error_points_at_the_anchor(cli, write_seeds, tmp_path):
     path = write_seeds([{"id": "m", "markup": "Hello [[ ]] world"}])
     r = cli("expand", path, "-o", tmp_path / "out", *V)
@@ -117,9 +114,6 @@ def test_unknown_field_is_a_warning_real_cli(write_seeds, tmp_path):
     assert any(w.startswith(f"{path}:2: warning") for w in manifest["inputs"]["warnings"])
 
 
-@pytest.mark.xfail(reason="BUG: cli.main configures logging with logging.basicConfig (no force=True), a no-op "
-                          "once the root logger has handlers, so seed warnings of an in-process run "
-                          "(CliRunner, a second call) never reach that run's stderr", strict=True)
 def test_unknown_field_warning_in_process(cli, write_seeds, tmp_path):
     path = write_seeds([GOOD[0], {"id": "w", "text": "A dog ran.", "colour": "red"}])
     for name in ("out1", "out2"):
