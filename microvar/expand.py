@@ -90,7 +90,17 @@ class Expander:
         if seed.continuation and recipe.edit("grow"):
             _, offsets = self.tk.encode_offsets(seed.text + seed.continuation)
             base, full = len(seed.text), len(seed.continuation)
-            doc.grow_cuts = sorted({min(end, base + full) - base for _, end in offsets if end > base})
+            shown = 0
+            for _, end in offsets:
+                if end <= base:
+                    continue
+                shown += 1
+                cut = min(end, base + full) - base
+                if doc.grow_cuts and doc.grow_cuts[-1] >= cut:
+                    doc.grow_tokens[-1] = shown  # same character: one unit
+                else:
+                    doc.grow_cuts.append(cut)
+                    doc.grow_tokens.append(shown)
         return doc
 
     def expand(self, seed: Seed, recipe: Recipe) -> SeedResult:
@@ -159,10 +169,10 @@ class Expander:
                     counts["made"] += 1
                     edits, kinds = _extend(parent, label, kind)
                     stage = max((stage_of(k) for k in kinds), key=recipe.stages.index)
-                    c = self._candidate(t, ids, dec, parent, state, stage, doc, recipe)
+                    c = self._candidate(t, ids, dec, parent, state, stage, doc, kind)
                     failed = run_checks(c, self.tk, recipe)
                     vid = variant_id(seed.id, t)
-                    if not failed and c.step_tokens > recipe.step:
+                    if not failed and c.step_tokens > max(recipe.step, c.min_step):
                         if jumps >= jump_quota:
                             failed = ("step", f"{c.step_tokens} tokens from its parent: over the step budget "
                                               f"{recipe.step}, and this seed's share of jumps ({jump_quota}) is used")
@@ -186,7 +196,7 @@ class Expander:
         return SeedResult(seed.id, kept, rejects, counts, capped)
 
     def _candidate(self, text, ids, decoded, parent: Variant, state: State, stage: str, doc: Doc,
-                   recipe: Recipe) -> Candidate:
+                   kind: str) -> Candidate:
         old = set(parent.state.marks)
         new_markers: list[str] = []
         for m in state.marks:
@@ -202,6 +212,10 @@ class Expander:
             c.step_tokens = max(len(new_markers), c.distance - c.marker_tokens + len(new_markers))
         else:
             c.step_tokens = c.distance
+        if kind == "grow" and state.grow == parent.state.grow + 1:
+            # one unit is the least a grow step can reveal, however many tokens it takes
+            before = doc.grow_tokens[parent.state.grow - 1] if parent.state.grow else 0
+            c.min_step = doc.grow_tokens[state.grow - 1] - before
         return c
 
 

@@ -103,8 +103,13 @@ def describe_expected(parser: Lark, names: set[str], extra: dict[str, str] | Non
     return ", ".join(dict.fromkeys(words))
 
 
+def end_position(text: str) -> tuple[int, int]:
+    """Line and column one past the end of ``text``."""
+    return text.count("\n") + 1, len(text) - (text.rfind("\n") + 1) + 1
+
+
 def caret_context(text: str, line: int, column: int) -> str:
-    lines = text.splitlines() or [""]
+    lines = text.split("\n")  # lark counts lines by \n only
     shown = lines[line - 1] if 0 < line <= len(lines) else ""
     return f"    {shown}\n    {' ' * (column - 1)}^"
 
@@ -131,6 +136,8 @@ def parse_markup(markup: str) -> list[Part]:
             hint = " (an empty option? write \\| or \\} for a literal character)"
         msg = f"unexpected {found}; expected {describe_expected(parser, set(expected)) or 'nothing'}{hint}"
         line, column = e.line if e.line and e.line > 0 else 1, e.column if e.column and e.column > 0 else 1
+        if token is not None and token.type == "$END":
+            line, column = end_position(markup)
         raise MarkupSyntaxError(msg, line, column, caret_context(markup, line, column)) from None
     parts = _ToParts().transform(tree)
     check_parts(parts, markup)
@@ -141,10 +148,11 @@ def check_parts(parts: list[Part], markup: str) -> None:
     """Semantic rules the grammar cannot say."""
     for p in parts:
         if isinstance(p, Anchor) and not p.text.strip():
-            line, col = _locate(markup, "[[" + p.text + "]]")
+            m = re.search(r"\[\[(?:\\?\s)*\]\]", markup)
+            line, col = _locate(markup, m.group(0) if m else "[[")
             raise MarkupSyntaxError("empty anchor [[ ]]", line, col, caret_context(markup, line, col))
     if sum(isinstance(p, Swap) for p in parts) == 1:
-        line, col = _locate(markup, "{~")
+        line, col = _locate(markup, "{~")  # the lone swappable span
         raise MarkupSyntaxError("a single {~span} has nothing to swap with: mark at least two", line, col,
                                 caret_context(markup, line, col))
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, UnexpectedInput, v_args
+from lark.exceptions import VisitError
 
 from .errors import InputError
 from .markup import caret_context, describe_expected
@@ -26,6 +28,7 @@ class EditSpec:
     kind: str            # identity, mark, tail, drop, wrap, swap_alternatives, swap_model, reorder, grow, grow_model
     args: tuple = ()
     line: int = 0
+    positions: tuple = field(default=(), compare=False)   # (line, column) of each argument
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,21 @@ def _parser() -> Lark:
     return Lark(read_text("grammars", "recipe.lark"), parser="lalr", propagate_positions=True)
 
 
-def _unquote(tok: str) -> str:
-    return tok[1:-1].encode("utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8") \
-        if "\\" in tok else tok[1:-1]
+class _BadString(ValueError):
+    def __init__(self, token: Token, reason: str) -> None:
+        self.token, self.reason = token, reason
+
+
+def _unquote(tok: Token) -> str:
+    """A recipe string uses JSON's escapes (\\" \\\\ \\n \\t \\uXXXX)."""
+    try:
+        return json.loads(tok)
+    except ValueError as e:
+        raise _BadString(tok, f"bad escape in string {tok}: {e.msg}") from None
+
+
+def _where(tokens) -> tuple:
+    return tuple((t.line, t.column) for t in tokens)
 
 
 class _Statements(Transformer):
@@ -112,15 +127,15 @@ class _Statements(Transformer):
     @v_args(meta=True)
     def edit(self, meta, items):
         spec: EditSpec = items[0]
-        return ("edit", EditSpec(spec.kind, spec.args, meta.line), *self._pos(meta))
+        return ("edit", EditSpec(spec.kind, spec.args, meta.line, spec.positions), *self._pos(meta))
 
     @v_args(meta=True)
     def compose(self, meta, items):
-        return ("compose", int(items[0]), *self._pos(meta))
+        return ("compose", int(items[0]), items[0].line, items[0].column)
 
     @v_args(meta=True)
     def variants(self, meta, items):
-        return ("variants", int(items[0]), *self._pos(meta))
+        return ("variants", int(items[0]), items[0].line, items[0].column)
 
     @v_args(meta=True)
     def step(self, meta, items):
@@ -136,7 +151,7 @@ class _Statements(Transformer):
 
     @v_args(meta=True)
     def jumps(self, meta, items):
-        return ("jumps", int(items[0]), *self._pos(meta))
+        return ("jumps", int(items[0]), items[0].line, items[0].column)
 
     @v_args(meta=True)
     def budget(self, meta, items):
@@ -166,7 +181,7 @@ class _Statements(Transformer):
 
     @v_args(meta=True)
     def schedule(self, meta, items):
-        return ("schedule", str(items[0]), *self._pos(meta))
+        return ("schedule", str(items[0]), items[0].line, items[0].column)
 
     @v_args(meta=True)
     def license(self, meta, items):
@@ -188,22 +203,22 @@ class _Statements(Transformer):
         return EditSpec("drop", tuple(str(t) for t in items))
 
     def wrap(self, items):
-        return EditSpec("wrap", tuple(_unquote(t) for t in items))
+        return EditSpec("wrap", tuple(_unquote(t) for t in items), positions=_where(items))
 
     def swap_alternatives(self, _):
         return EditSpec("swap_alternatives")
 
     def swap_model(self, items):
-        return EditSpec("swap_model", (int(items[0]),))
+        return EditSpec("swap_model", (int(items[0]),), positions=_where(items))
 
     def reorder(self, _):
         return EditSpec("reorder")
 
     def grow(self, items):
-        return EditSpec("grow", (int(items[0]), int(items[1])))
+        return EditSpec("grow", (int(items[0]), int(items[1])), positions=_where(items))
 
     def grow_model(self, items):
-        return EditSpec("grow_model", (int(items[0]), int(items[1])))
+        return EditSpec("grow_model", (int(items[0]), int(items[1])), positions=_where(items))
 
 
 def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
@@ -229,7 +244,14 @@ def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
                                                      "DROP_WHAT": "'last_line' or 'optional'"})
         raise InputError(filename, e.line, f"unexpected {found}; expected {words}", e.column,
                          caret_context(text, e.line, e.column)) from None
-    statements = _Statements().transform(tree)
+    try:
+        statements = _Statements().transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, _BadString):
+            t = e.orig_exc.token
+            raise InputError(filename, t.line, e.orig_exc.reason, t.column,
+                             caret_context(text, t.line, t.column)) from None
+        raise
     items = statements.children if isinstance(statements, Tree) else statements
     return _build(items, text, filename)
 
@@ -262,13 +284,14 @@ def _build(items: list, text: str, filename: str) -> Recipe:
             if value.kind in ("grow", "grow_model"):
                 lo, hi = value.args
                 if not 1 <= lo <= hi:
+                    line, col = value.positions[0] if value.positions else (line, col)
                     fail(line, col, f"grow step range {lo}..{hi} must satisfy 1 <= low <= high")
             if value.kind == "swap_model" and value.args[0] < 1:
-                fail(line, col, "swap model top K needs K >= 1")
+                fail(*(value.positions[0] if value.positions else (line, col)), "swap model top K needs K >= 1")
             if value.kind == "wrap":
-                for t in value.args:
+                for t, where in zip(value.args, value.positions or [(line, col)] * len(value.args)):
                     if not any((Path(d) / t).is_file() for d in r.template_dirs):
-                        fail(line, col, f"template {t!r} not found (looked in {', '.join(r.template_dirs)})")
+                        fail(*where, f"template {t!r} not found (looked in {', '.join(r.template_dirs)})")
             edits.append(value)
         elif name == "compose":
             if value < 1:

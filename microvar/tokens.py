@@ -94,6 +94,7 @@ class Candidate:
     new_spans: list[tuple[int, int]] = field(default_factory=list)  # changed token ranges in ids
     marker_tokens: int = 0
     step_tokens: int = 0
+    min_step: int = 0                     # the least this edit can move (one indivisible unit)
 
 
 def align(c: Candidate) -> None:
@@ -155,7 +156,7 @@ def check_marker_cost(c: Candidate, tk: RefTokenizer, limits) -> str | None:
 def check_step(c: Candidate, tk: RefTokenizer, limits) -> str | None:
     if c.parent_ids is None:
         return None
-    limit = limits.step_limit(c.stage)
+    limit = max(limits.step_limit(c.stage), c.min_step)
     if c.step_tokens > limit:
         return f"{c.step_tokens} tokens from its parent > step budget {limit} for stage {c.stage}"
     return None

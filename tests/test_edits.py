@@ -111,6 +111,11 @@ def test_drop_last_line(tk, text, dropped, label):
         assert [(v.text, v.edits, v.stage) for v in res.kept[1:]] == [(dropped, [label], "truncate")]
 
 
+def test_drop_last_sentence_cjk(tk):
+    res = expand(tk, tseed("你好。再见。"), recipe("edit drop last_line"))
+    assert [(v.text, v.edits) for v in res.kept[1:]] == [("你好。", ["drop:last_sentence"])]
+
+
 def test_drop_optional(tk):
     res = expand(tk, mseed("A {?very }good {?old }idea."), recipe("edit drop optional"))
     got = {tuple(v.edits): v.text for v in res.kept[1:]}
@@ -178,6 +183,15 @@ def test_grow(tk):
         assert 1 <= v.step_tokens <= 2
         prev, revealed = v, n
     assert chain[-1].text == text + cont
+
+
+def test_grow_cjk_continuation_steps_are_tokens(tk):
+    text, cont = "猫が", "好きです。"
+    rcp = recipe("edit grow continuation 1..2 tokens")
+    for rng_seed in range(5):
+        res = expand(tk, tseed(text, continuation=cont), rcp, rng_seed)
+        assert not res.rejects
+        assert res.kept[-1].text == text + cont
 
 
 def test_grow_without_continuation_proposes_nothing(tk):

@@ -67,9 +67,9 @@ def test_markup_syntax_error_has_position_and_caret(cli, write_seeds, tmp_path):
     r = cli("expand", path, "-o", tmp_path / "out", *V)
     assert r.exit_code == 2
     lines = r.stderr.splitlines()
-    assert lines[0].startswith(f"{path}:2: markup line 1, column 7: "), r.stderr
+    assert lines[0].startswith(f"{path}:2: markup line 1, column 8: unexpected end of markup"), r.stderr
     assert lines[1] == "    Hi {a|b"
-    assert lines[2] == "    " + " " * 6 + "^"
+    assert lines[2] == "    " + " " * 7 + "^"  # one past the end: where the '}' is missing
     assert no_output(tmp_path)
 
 

@@ -38,7 +38,8 @@ class Doc:
     seed_id: str
     parts: list[Part]
     continuation: str | None = None
-    grow_cuts: list[int] = field(default_factory=list)   # char ends of continuation tokens
+    grow_cuts: list[int] = field(default_factory=list)   # char ends of continuation units
+    grow_tokens: list[int] = field(default_factory=list)  # tokens revealed through each unit
     template_dirs: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict)
 
@@ -86,7 +87,7 @@ def body(doc: Doc, s: State) -> str:
     return "".join(out)
 
 
-_SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'»”)]*\s+")
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'»”)]*\s+|[。！？]+[」』”）]*\s*")
 
 
 def drop_last_unit(text: str) -> tuple[str, str] | None:
@@ -95,7 +96,7 @@ def drop_last_unit(text: str) -> tuple[str, str] | None:
     if "\n" in stripped:
         head = stripped[: stripped.rfind("\n")].rstrip()
         return (head, "last_line") if head.strip() else None
-    ends = [m.end() for m in _SENTENCE_END.finditer(stripped)]
+    ends = [m.end() for m in _SENTENCE_END.finditer(stripped) if m.end() < len(stripped)]
     if not ends:
         return None
     head = stripped[: ends[-1]].rstrip()

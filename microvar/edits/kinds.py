@@ -80,14 +80,24 @@ def reorder(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
 
 @edit("grow")
 def grow(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
-    """Reveal the continuation lo..hi tokens at a time: one chain, each step's parent the last."""
+    """Reveal the continuation lo..hi tokens at a time: one chain, each step's parent the last.
+
+    A unit is the smallest piece that decodes cleanly (a character spelled in several
+    byte-level tokens is one unit), so a step may reveal more than hi tokens only when a
+    single unit needs them."""
     if not doc.continuation or s.grow or s.tail is not None or s.drop_last or not doc.grow_cuts:
         return
     lo, hi = args
+    cum = doc.grow_tokens
     chain, n = [], 0
-    while n < len(doc.grow_cuts):
-        n = min(n + rng.randint(lo, hi), len(doc.grow_cuts))
-        chain.append((with_(s, grow=n), f"grow:+{n}", "grow"))
+    while n < len(cum):
+        shown = cum[n - 1] if n else 0
+        step = rng.randint(lo, hi)
+        m = n + 1
+        while m < len(cum) and cum[m] - shown <= step:
+            m += 1
+        chain.append((with_(s, grow=m), f"grow:+{cum[m - 1]}", "grow"))
+        n = m
     yield chain
 
 
