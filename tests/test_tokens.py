@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, decoders
 from transformers import PreTrainedTokenizerFast
 

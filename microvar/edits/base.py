@@ -8,7 +8,6 @@ import functools
 import json
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable, Iterable
 
 from jinja2 import FileSystemLoader, StrictUndefined
