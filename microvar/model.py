@@ -78,8 +78,9 @@ class ModelRef:
     """A resolved model: a local directory transformers can open, and how we named it."""
     name: str                 # what the user asked for, or the embedded model's name
     directory: Path           # holds tokenizer files (and config.json)
-    gguf_file: str | None     # set when the directory is a GGUF cache still to be converted
+    gguf_file: str | None     # the GGUF's file name, when the model came from one
     sha256: str | None        # of the GGUF file, when there is one
+    gguf_path: Path | None = None
 
 
 def resolve(model: str | None) -> ModelRef:
@@ -104,7 +105,7 @@ def _from_gguf(gguf: Path, name: str) -> ModelRef:
     cached = cache_root() / "gguf" / digest[:16]
     if not (cached / "tokenizer_config.json").is_file():
         _convert_tokenizer(gguf, cached)
-    return ModelRef(name, cached, gguf.name, digest)
+    return ModelRef(name, cached, gguf.name, digest, gguf)
 
 
 def _convert_tokenizer(gguf: Path, target: Path) -> None:
@@ -141,3 +142,85 @@ def context_length(directory: Path) -> int | None:
         if isinstance(cfg.get(key), int):
             return cfg[key]
     return None
+
+
+# ---------------------------------------------------------------- weights
+
+
+@dataclass
+class LoadedModel:
+    model: object             # a transformers causal LM in eval mode
+    device: str
+    dtype: object             # torch.dtype
+    name: str
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MicrovarError("--device cuda: no CUDA device is available")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise MicrovarError("--device mps: MPS is not available")
+    if device not in ("cpu", "cuda", "mps"):
+        raise MicrovarError(f"--device {device}: use auto, cpu, cuda or mps")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    """auto: bf16 on CUDA, fp32 elsewhere (bf16 on CPUs without bf16 units is slower and less exact)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise MicrovarError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
+def _convert_weights(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF once (~10 s) and keep it as safetensors beside the cached tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    log.info("dequantizing %s once; cached in %s", gguf.name, target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-weights-"))
+    try:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        except Exception as e:  # many exception types; all mean "not a usable GGUF causal LM"
+            raise MicrovarError(f"cannot load {gguf} as a causal language model: {e}") from None
+        # a dequantized model is a plain one: saved without the GGUF quantizer it reloads in ~0.1 s
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp))
+        for f in tmp.iterdir():
+            if f.name != "config.json":
+                os.replace(f, target / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model(ref: ModelRef, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """The reference model in eval mode on the chosen device; never downloads, never remote code."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    if ref.gguf_path is not None and not any(ref.directory.glob("*.safetensors")):
+        _convert_weights(ref.gguf_path, ref.directory)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(ref.directory), dtype=torch_dtype, local_files_only=True,
+                                                     trust_remote_code=False)
+    except Exception as e:  # transformers raises ValueError/OSError/KeyError here; all mean the same to the user
+        raise MicrovarError(f"--model {ref.name}: not a causal language model transformers can load: {e}") from None
+    model.eval().to(dev)
+    return LoadedModel(model, dev, torch_dtype, ref.name)
