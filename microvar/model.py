@@ -78,9 +78,8 @@ class ModelRef:
     """A resolved model: a local directory transformers can open, and how we named it."""
     name: str                 # what the user asked for, or the embedded model's name
     directory: Path           # holds tokenizer files (and config.json)
-    gguf_file: str | None     # the GGUF's file name, when the model came from one
     sha256: str | None        # of the GGUF file, when there is one
-    gguf_path: Path | None = None
+    gguf_path: Path | None = None  # the GGUF the cached files were converted from
 
 
 def resolve(model: str | None) -> ModelRef:
@@ -97,7 +96,7 @@ def resolve(model: str | None) -> ModelRef:
         return _from_gguf(path, str(path))
     if not (path / "config.json").is_file():
         raise MicrovarError(f"--model {model}: no config.json, not a Hugging Face model directory")
-    return ModelRef(str(path), path, None, None)
+    return ModelRef(str(path), path, None)
 
 
 def _from_gguf(gguf: Path, name: str) -> ModelRef:
@@ -105,7 +104,7 @@ def _from_gguf(gguf: Path, name: str) -> ModelRef:
     cached = cache_root() / "gguf" / digest[:16]
     if not (cached / "tokenizer_config.json").is_file():
         _convert_tokenizer(gguf, cached)
-    return ModelRef(name, cached, gguf.name, digest, gguf)
+    return ModelRef(name, cached, digest, gguf)
 
 
 def _convert_tokenizer(gguf: Path, target: Path) -> None:

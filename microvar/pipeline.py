@@ -122,8 +122,8 @@ def run_expand(opts: Options) -> Summary:
     default, recipes = choose_recipes(sf.seeds, opts.recipes, seeds_dir)
     tk, ref = load_tokenizer(opts.model, opts.tokenizer)
     expander = Expander(tk, seed=opts.seed, variants=opts.variants)
-    needs_model = sorted({e.kind for r in {id(x): x for x in [default, *recipes.values()]}.values()
-                          for e in r.edits if e.kind in MODEL_EDITS})
+    used = list({id(r): r for r in [default, *recipes.values()]}.values())  # each recipe once
+    needs_model = sorted({e.kind for r in used for e in r.edits if e.kind in MODEL_EDITS})
     if needs_model:
         log.warning("skipping %s: these edits need the reference model's predictions, "
                     "which this version does not compute yet", ", ".join(needs_model))
@@ -154,7 +154,7 @@ def run_expand(opts: Options) -> Summary:
                          "depth": v.depth, "n_tokens": v.n_tokens, "step_tokens": v.step_tokens,
                          "marker_tokens": v.marker_tokens, "recipe": recipe.name})
     summary.min_kept = min(kept_counts, default=0)
-    manifest = _manifest(opts, sf, recipes, default, tk, ref, summary)
+    manifest = _manifest(opts, sf, used, default, tk, ref, summary)
     manifest["skipped_edits"] = needs_model
     with staging(opts.out, opts.overwrite) as tmp:
         write_dataset(tmp, rows)
@@ -194,11 +194,10 @@ def _versions() -> dict:
             "tokenizers": tokenizers.__version__, "datasets": datasets.__version__, "pyarrow": pyarrow.__version__}
 
 
-def _manifest(opts: Options, sf, recipes: dict[str, Recipe], default: Recipe, tk: RefTokenizer, ref, summary) -> dict:
-    used = {id(default): default, **{id(r): r for r in recipes.values()}}
+def _manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTokenizer, ref, summary) -> dict:
     return {
         "inputs": {"seeds": sf.name, "sha256": sf.sha256, "warnings": sf.warnings},
-        "recipes": {r.name: {"source": r.source, "sha256": r.hash, "text": r.text} for r in used.values()},
+        "recipes": {r.name: {"source": r.source, "sha256": r.hash, "text": r.text} for r in used},
         "default_recipe": default.name,
         "tokenizer": {"name": tk.name, "sha256": tk.sha256, "vocab_size": tk.vocab_size, "context": tk.context},
         "model": {"name": ref.name if ref else None, "gguf_sha256": ref.sha256 if ref else None,
