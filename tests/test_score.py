@@ -1,0 +1,153 @@
+"""Batched, prefix-shared scoring equals plain one-at-a-time full forwards (fp32, tiny
+random Llama), for prefixes of 0, 1 and many shared tokens, mixed lengths, grandchildren,
+and batches that span several seeds."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from microvar.score import Group, Item, Scorer, alignment
+
+CTX = 0
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         initializer_range=0.2)  # peaky distributions: metrics far from zero
+    return LlamaForCausalLM(config).eval()
+
+
+def full_logp(model, ids: list[int]) -> torch.Tensor:
+    """log P(t_k | ctx, t_<k) for every k, from one plain forward with no cache."""
+    with torch.no_grad():
+        out = model(torch.tensor([[CTX] + ids]), output_hidden_states=True)
+    return torch.log_softmax(out.logits[0].double(), -1), torch.stack(out.hidden_states)[:, 0].double()
+
+
+def reference(model, ref: list[int], ids: list[int], threshold: float) -> dict:
+    """The metrics written out position by position, one text at a time."""
+    la, ha = full_logp(model, ref)
+    lb, hb = full_logp(model, ids)
+    f, new, ri, ci = alignment(ref, ids)
+    s = [-float(lb[j, ids[j]]) for j in new]
+    kls, dns, agree, drifts = [], [], [], []
+    for i, j in zip(ri, ci):
+        p, q = la[i], lb[j]
+        kls.append(float((p.exp() * (p - q)).sum()))
+        dns.append(float(-q[ids[j]] + p[ref[i]]))
+        agree.append(float(int(p.argmax()) == int(q.argmax())))
+        drifts.append([float((hb[l, j + 1] - ha[l, i + 1]).norm() / ha[l, i + 1].norm()) for l in range(ha.shape[0])])
+    mean = lambda xs, empty=0.0: sum(xs) / len(xs) if xs else empty  # noqa: E731
+    curve = [mean([d[l] for d in drifts]) for l in range(ha.shape[0])]
+    return {"surprisal": mean(s), "surprisal_max": max(s, default=0.0), "ripple_kl": mean(kls),
+            "ripple_kl_max": max(kls, default=0.0), "delta_nll": mean(dns), "top1": mean(agree, 1.0),
+            "drift": curve,
+            "drift_layer": next((k for k, x in enumerate(curve) if k and x > threshold), None),
+            "nll": mean([-float(lb[k, t]) for k, t in enumerate(ids)])}
+
+
+def make_groups(rng: random.Random) -> list[Group]:
+    groups = []
+    for g in range(5):
+        n = rng.choice([1, 3, 9, 17, 40])
+        seed = [rng.randrange(1, 512) for _ in range(n)]
+        items = [Item("root", seed)]
+        kids = {
+            "first": [rng.randrange(1, 512)] + seed[1:],                      # shares 0 tokens
+            "second": seed[:1] + [rng.randrange(1, 512)] + seed[2:],          # shares 1
+            "late": seed[:-1] + [rng.randrange(1, 512)],                      # shares many
+            "insert": seed[: n // 2] + [7, 8] + seed[n // 2:],
+            "delete": seed[: n // 2] + seed[n // 2 + 1:],
+            "grow": seed + [rng.randrange(1, 512) for _ in range(rng.randint(1, 5))],
+            "cut": seed[: max(1, n - 2)],
+            "same": list(seed),                                               # identity as a child
+        }
+        for k, ids in kids.items():
+            if ids:
+                items.append(Item(k, ids, "root"))
+        # grandchildren: edits on top of edits (parent is not the seed)
+        items.append(Item("grow+mid", kids["grow"][: len(kids["grow"]) // 2] + [5] + kids["grow"][len(kids["grow"]) // 2:],
+                          "grow"))
+        items.append(Item("insert+end", kids["insert"] + [9], "insert"))
+        groups.append(Group(g, seed, items))
+    return groups
+
+
+@pytest.mark.parametrize("batch_tokens,drift", [(64, False), (4096, False), (96, True)])
+def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift):
+    rng = random.Random(batch_tokens)
+    groups = make_groups(rng)
+    scorer = Scorer(tiny, CTX, batch_tokens=batch_tokens, drift=drift, window_tokens=10**6 if batch_tokens > 100 else 50)
+    got = list(scorer.score(groups))
+    assert [g.key for g, _ in got] == [g.key for g in groups]  # order kept across windows
+    checked = 0
+    for g, metrics in got:
+        assert set(metrics) == {it.key for it in g.items}
+        ids_of = {it.key: it.ids for it in g.items}
+        for it in g.items:
+            m = metrics[it.key]
+            parent = ids_of[it.parent] if it.parent else g.seed_ids
+            want = reference(tiny, parent, it.ids, scorer.threshold)
+            want_seed = reference(tiny, g.seed_ids, it.ids, scorer.threshold)
+            for k in ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1", "nll"):
+                assert m[k] == pytest.approx(want[k], abs=1e-4), (g.key, it.key, k)
+            for k in ("surprisal", "ripple_kl", "ripple_kl_max", "delta_nll", "top1"):
+                assert m[f"seed_{k}"] == pytest.approx(want_seed[k], abs=1e-4), (g.key, it.key, k)
+            if drift:
+                assert m["drift"] == pytest.approx(want["drift"], abs=1e-4)
+                assert m["drift_layer"] == want["drift_layer"]
+            checked += 1
+    assert checked == sum(len(g.items) for g in groups)
+    assert scorer.computed_tokens < scorer.total_tokens + sum(len(g.seed_ids) + 1 for g in groups)
+
+
+def test_metrics_are_not_trivial(tiny):
+    """The tiny model is peaky enough that the comparison above means something."""
+    rng = random.Random(1)
+    g = next(g for g in make_groups(rng) if len(g.seed_ids) >= 9)
+    m = dict(next(iter(Scorer(tiny, CTX).score([g])))[1])
+    assert m["first"]["ripple_kl"] > 0.01 and m["first"]["surprisal"] > 1
+    assert m["first"]["top1"] < 1
+
+
+def test_identity_scores_zero(tiny):
+    seed = [5, 17, 33, 2, 99, 100]
+    g = Group("s", seed, [Item("root", seed), Item("same", list(seed), "root")])
+    m = dict(next(iter(Scorer(tiny, CTX).score([g])))[1])
+    for k in ("root", "same"):
+        assert m[k]["ripple_kl"] == 0 and m[k]["ripple_kl_max"] == 0
+        assert m[k]["top1"] == 1 and m[k]["surprisal"] == 0 and m[k]["new_tokens"] == 0
+    assert m["root"]["nll"] == pytest.approx(m["same"]["nll"])
+
+
+def test_memory_is_released_between_windows(tiny):
+    """Retained rows are dropped once their children are measured: nothing stays behind."""
+    rng = random.Random(3)
+    scorer = Scorer(tiny, CTX, batch_tokens=64, window_tokens=30)
+    import gc
+    import weakref
+
+    refs = []
+    orig = Scorer._seed_states
+
+    def spy(self, window):
+        states = orig(self, window)
+        refs.extend(weakref.ref(s.logp) for s in states)
+        return states
+
+    Scorer._seed_states = spy
+    try:
+        for _ in scorer.score(make_groups(rng) * 3):
+            pass
+    finally:
+        Scorer._seed_states = orig
+    gc.collect()
+    assert refs and all(r() is None for r in refs)
