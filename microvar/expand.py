@@ -40,6 +40,7 @@ class Variant:
     distance: int                       # raw token edit distance to the parent (markers not collapsed)
     ids: list[int] = field(repr=False)
     state: State = field(repr=False)
+    volatility: dict | None = None      # filled by the scorer; None when not scored
 
 
 @dataclass
@@ -51,10 +52,14 @@ class Reject:
     variant_id: str = ""
     parent_id: str = ""
     edits: list[str] = field(default_factory=list)
+    limit: str | None = None          # the budget line a variant broke ("surprisal <= 6"), with
+    value: float | None = None        # the variant's value of that metric
+    volatility: dict | None = None    # every metric of a variant rejected by the budget
 
     def to_json(self) -> dict:
         return {"seed_id": self.seed_id, "text": self.text, "check": self.check, "detail": self.detail,
-                "variant_id": self.variant_id, "parent_id": self.parent_id, "edits": self.edits}
+                "variant_id": self.variant_id, "parent_id": self.parent_id, "edits": self.edits,
+                "limit": self.limit, "value": self.value, "volatility": self.volatility}
 
 
 @dataclass

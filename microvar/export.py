@@ -15,7 +15,7 @@ from typing import Iterator
 from .errors import MicrovarError
 
 COLUMNS = ("order", "seed_id", "variant_id", "parent_id", "text", "edits", "stage", "depth",
-           "n_tokens", "step_tokens", "marker_tokens", "recipe")
+           "n_tokens", "step_tokens", "marker_tokens", "recipe", "volatility")
 
 
 def features():
@@ -34,7 +34,20 @@ def features():
         "step_tokens": Value("int32"),
         "marker_tokens": Value("int32"),
         "recipe": Value("string"),
+        # null when the run did not score (--model none); fields in README "Volatility"
+        "volatility": volatility_features(),
     })
+
+
+def volatility_features() -> dict:
+    from datasets import List, Value
+
+    from .budget import FLOAT_FIELDS, INT_FIELDS
+
+    fields = {k: Value("float32") for k in FLOAT_FIELDS}
+    fields.update({k: Value("int32") for k in INT_FIELDS})
+    fields["drift"] = List(Value("float32"))
+    return fields
 
 
 def check_target(out: Path, overwrite: bool) -> None:

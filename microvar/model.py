@@ -211,7 +211,9 @@ def load_model(ref: ModelRef, device: str = "auto", dtype: str = "auto") -> Load
     """The reference model in eval mode on the chosen device; never downloads, never remote code."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: ours is the only progress on stderr
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     if ref.gguf_path is not None and not any(ref.directory.glob("*.safetensors")):

@@ -14,11 +14,13 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import InputError, InputErrors
+from .budget import BudgetStats, apply_budget, combine, volatility_record
+from .errors import MicrovarError
 from .expand import Expander, Reject, SeedResult
 from .export import check_target, staging, write_dataset, write_json, write_jsonl
-from .recipe import Recipe, load_recipe
+from .recipe import Limit, Recipe, load_recipe
 from .seeds import Seed, read_seeds
-from .tokens import RefTokenizer, load_tokenizer
+from .tokens import RefTokenizer, load_tokenizer, same_tokenizer
 
 log = logging.getLogger(__name__)
 MODEL_EDITS = ("swap_model", "grow_model")
@@ -37,6 +39,13 @@ class Options:
     overwrite: bool = False
     split_long: bool = False
     progress: bool = True
+    score: bool = True                 # False: --model none (expansion only)
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_tokens: int | None = None    # None: 2048 on CPU, 16384 on a GPU
+    drift: bool = False
+    drift_threshold: float = 0.1
+    budget: tuple[Limit, ...] = ()     # command-line limits over the recipes' budgets
 
 
 @dataclass
@@ -52,6 +61,9 @@ class Summary:
     raw_within: int = 0
     steps: int = 0
     min_kept: int = 0
+    scored: bool = False
+    budget: BudgetStats = field(default_factory=BudgetStats)
+    scoring: dict = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         share = f"{100 * self.within_step / self.steps:.1f}%" if self.steps else "n/a"
@@ -64,13 +76,32 @@ class Summary:
                f"fewest kept for a seed: {self.min_kept}"]
         if self.rejected:
             out.append("rejected by check: " + ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()))
+        if self.scored:
+            sc = self.scoring
+            out.append(f"scored {sc['texts']} texts on {sc['device']} ({sc['dtype']}): expanded and scored in "
+                       f"{sc['seconds']:.1f} s, {sc['tokens_per_s']:.0f} tokens/s; {sc['computed_tokens']} of "
+                       f"{sc['total_tokens']} positions computed (shared prefixes reused)")
+            dist = self.budget.distribution()
+            if dist:
+                out.append(f"volatility of {dist['surprisal']['n']} variants against their parents "
+                           "(p10 / p50 / p90 / max):")
+                for k in ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1"):
+                    d = dist[k]
+                    out.append(f"  {k:<14} {d['p10']:8.3f} {d['p50']:8.3f} {d['p90']:8.3f} {d['max']:8.3f}")
+            if self.budget.removed or self.budget.cascaded:
+                out.append("budget removed: " + ", ".join(f"{k}: {v}" for k, v in self.budget.removed.most_common())
+                           + f"; {self.budget.cascaded} more with a removed parent"
+                           + " (a variant over several limits counts under each)")
+        else:
+            out.append("volatility: not scored (--model none)")
         return out
 
     def to_json(self) -> dict:
         return {"seeds": self.seeds, "seeds_rejected": self.seeds_rejected, "variants_made": self.made,
                 "kept": self.kept, "duplicates": self.duplicates, "rejected_by_check": dict(self.rejected),
                 "capped_seeds": self.capped_seeds, "steps_within_budget": self.within_step,
-                "raw_steps_within_budget": self.raw_within, "steps": self.steps, "min_kept_per_seed": self.min_kept}
+                "raw_steps_within_budget": self.raw_within, "steps": self.steps, "min_kept_per_seed": self.min_kept,
+                "budget_removed": dict(self.budget.removed), "budget_removed_with_parent": self.budget.cascaded}
 
 
 def choose_recipes(seeds: list[Seed], refs: list[str], seeds_dir: Path | None) -> tuple[Recipe, dict[str, Recipe]]:
@@ -121,6 +152,7 @@ def run_expand(opts: Options) -> Summary:
     seeds_dir = Path(opts.seeds).parent if opts.seeds != "-" else None
     default, recipes = choose_recipes(sf.seeds, opts.recipes, seeds_dir)
     tk, ref = load_tokenizer(opts.model, opts.tokenizer)
+    lm = load_reference(opts, tk) if opts.score else None
     expander = Expander(tk, seed=opts.seed, variants=opts.variants)
     used = list({id(r): r for r in [default, *recipes.values()]}.values())  # each recipe once
     needs_model = sorted({e.kind for r in used for e in r.edits if e.kind in MODEL_EDITS})
@@ -133,16 +165,23 @@ def run_expand(opts: Options) -> Summary:
         pieces = split_long(s, tk, int(tk.context * 0.9)) if opts.split_long and tk.context else None
         seeds.extend(pieces or [s])
 
-    summary = Summary(seeds=len(seeds))
+    summary = Summary(seeds=len(seeds), scored=lm is not None)
     rows: list[dict] = []
     rejects: list[dict] = [Reject(b.seed_id, b.raw, "input", b.error.render()).to_json() for b in sf.bad]
     summary.rejected.update({"input": len(sf.bad)} if sf.bad else {})
     summary.seeds_rejected += len(sf.bad)
     kept_counts = []
-    bar = tqdm(seeds, desc="expanding", unit="seed", disable=not opts.progress, leave=False)
-    for s in bar:
-        recipe = recipes[s.recipe] if s.recipe else default
-        result = expander.expand(s, recipe)
+    bar = tqdm(total=len(seeds), desc="expanding" if lm is None else "expanding+scoring", unit="seed",
+               disable=not opts.progress, leave=False)
+
+    def expanded():
+        for s in seeds:
+            recipe = recipes[s.recipe] if s.recipe else default
+            yield s, recipe, expander.expand(s, recipe)
+
+    for s, recipe, result in (expanded() if lm is None else _scored(expanded(), lm, tk, opts, summary)):
+        if lm is not None:
+            apply_budget(result, combine(recipe.budget, opts.budget), summary.budget)
         _account(summary, result, recipe)
         if not result.kept:
             summary.seeds_rejected += 1
@@ -152,15 +191,66 @@ def run_expand(opts: Options) -> Summary:
             rows.append({"order": len(rows), "seed_id": v.seed_id, "variant_id": v.variant_id,
                          "parent_id": v.parent_id, "text": v.text, "edits": v.edits, "stage": v.stage,
                          "depth": v.depth, "n_tokens": v.n_tokens, "step_tokens": v.step_tokens,
-                         "marker_tokens": v.marker_tokens, "recipe": recipe.name})
+                         "marker_tokens": v.marker_tokens, "recipe": recipe.name, "volatility": v.volatility})
+        bar.update(1)
+    bar.close()
     summary.min_kept = min(kept_counts, default=0)
-    manifest = _manifest(opts, sf, used, default, tk, ref, summary)
+    manifest = _manifest(opts, sf, used, default, tk, ref, summary, lm)
     manifest["skipped_edits"] = needs_model
     with staging(opts.out, opts.overwrite) as tmp:
         write_dataset(tmp, rows)
         write_jsonl(tmp / "rejects.jsonl", rejects)
         write_json(tmp / "manifest.json", manifest)
     return summary
+
+
+def load_reference(opts: Options, tk: RefTokenizer):
+    """The scoring model, refusing one whose tokenizer is not the one the checks used."""
+    from .model import load_model, resolve
+
+    ref = resolve(opts.model)
+    if opts.tokenizer is not None:
+        model_tk, _ = load_tokenizer(opts.model, None)
+        why = same_tokenizer(tk, model_tk)
+        if why:
+            raise MicrovarError(f"--tokenizer {opts.tokenizer} is not the tokenizer of --model {ref.name}: {why}; "
+                                "variants checked with one tokenizer cannot be scored by a model that reads "
+                                "another (drop --tokenizer, or pass --model none)")
+    lm = load_model(ref, opts.device, opts.dtype)
+    n_embed = lm.model.get_input_embeddings().weight.shape[0]
+    if tk.vocab_size > n_embed:
+        raise MicrovarError(f"--model {ref.name}: the tokenizer has {tk.vocab_size} tokens but the model only "
+                            f"{n_embed} embeddings; they do not belong together")
+    return lm
+
+
+def _scored(expanded, lm, tk: RefTokenizer, opts: Options, summary: Summary):
+    """Expanded seeds with volatility on every kept variant, streamed window by window."""
+    import time
+
+    from .score import Group, Item, Scorer, context_token
+
+    batch_tokens = opts.batch_tokens or (16384 if lm.device == "cuda" else 2048)
+    ctx = context_token(tk.hf)
+    scorer = Scorer(lm.model, ctx, batch_tokens=batch_tokens, drift=opts.drift, drift_threshold=opts.drift_threshold)
+    groups = (Group(s.id, r.kept[0].ids if r.kept else [],
+                    [Item(v.variant_id, v.ids, v.parent_id or None) for v in r.kept], (s, recipe, r))
+              for s, recipe, r in expanded)
+    start = time.perf_counter()
+    texts = 0
+    for g, metrics in scorer.score(groups):
+        s, recipe, result = g.payload
+        for v in result.kept:
+            v.volatility = volatility_record(metrics[v.variant_id], opts.drift)
+        texts += len(result.kept)
+        yield s, recipe, result
+    seconds = time.perf_counter() - start
+    summary.scoring = {"texts": texts, "device": lm.device, "dtype": str(lm.dtype).replace("torch.", ""),
+                       "seconds": seconds, "computed_tokens": scorer.computed_tokens,
+                       "total_tokens": scorer.total_tokens, "batch_tokens": batch_tokens,
+                       "tokens_per_s": scorer.total_tokens / seconds if seconds else 0.0,
+                       "context_token": tk.hf.convert_ids_to_tokens(ctx), "drift": opts.drift,
+                       "drift_threshold": opts.drift_threshold if opts.drift else None}
 
 
 def _curriculum(result: SeedResult, recipe: Recipe):
@@ -194,14 +284,27 @@ def _versions() -> dict:
             "tokenizers": tokenizers.__version__, "datasets": datasets.__version__, "pyarrow": pyarrow.__version__}
 
 
-def _manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTokenizer, ref, summary) -> dict:
+def _manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTokenizer, ref, summary, lm) -> dict:
+    if lm is None:
+        model = {"name": ref.name if ref else None, "gguf_sha256": ref.sha256 if ref else None, "scored": False,
+                 "note": "--model none: variants were not scored; the volatility column is null"}
+    else:
+        sc = summary.scoring
+        model = {"name": lm.name, "gguf_sha256": ref.sha256 if ref else None, "scored": True,
+                 "device": sc["device"], "dtype": sc["dtype"], "batch_tokens": sc["batch_tokens"],
+                 "context_token": sc["context_token"], "drift": sc["drift"], "drift_threshold": sc["drift_threshold"],
+                 "budget_overrides": [str(x) for x in opts.budget],
+                 "budgets": {r.name: [str(x) for x in combine(r.budget, opts.budget)] for r in used},
+                 "volatility": summary.budget.distribution(),
+                 "drift_layers": {str(k): v for k, v in sorted(summary.budget.drift_layers.items(), key=str)}
+                 if opts.drift else None,
+                 "positions": {"total": sc["total_tokens"], "computed": sc["computed_tokens"]}}
     return {
         "inputs": {"seeds": sf.name, "sha256": sf.sha256, "warnings": sf.warnings},
         "recipes": {r.name: {"source": r.source, "sha256": r.hash, "text": r.text} for r in used},
         "default_recipe": default.name,
         "tokenizer": {"name": tk.name, "sha256": tk.sha256, "vocab_size": tk.vocab_size, "context": tk.context},
-        "model": {"name": ref.name if ref else None, "gguf_sha256": ref.sha256 if ref else None,
-                  "scored": False, "note": "volatility scoring is not part of this run"},
+        "model": model,
         "seed": opts.seed,
         "variants_cap": opts.variants,
         "split_long": opts.split_long,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from .markup import caret_context, describe_expected
 from .resources import data_dir, read_text
 
 STAGES = ("identity", "mark", "tail", "substitute", "reorder", "truncate", "wrap", "grow")
-METRICS = ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1")
+PAIR_METRICS = ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1")
+# against the parent (plain names), against the seed (seed_*), and the variant's own mean NLL
+METRICS = PAIR_METRICS + tuple(f"seed_{m}" for m in PAIR_METRICS) + ("nll",)
 LEVELS_DEFAULT = {"identity": "foundation", "mark": "foundation", "tail": "foundation",
                   "substitute": "domain", "reorder": "domain", "truncate": "domain",
                   "wrap": "domain", "grow": "context"}
@@ -39,6 +42,25 @@ class Limit:
 
     def violated(self, x: float) -> bool:
         return x > self.value if self.op == "<=" else x < self.value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+_LIMIT = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def parse_limits(text: str) -> tuple[Limit, ...]:
+    """``"surprisal<=6, top1>=0.9"`` (the recipe's budget syntax) from the command line."""
+    limits = []
+    for piece in text.split(","):
+        m = _LIMIT.match(piece)
+        if not m:
+            raise ValueError(f"{piece.strip()!r} is not METRIC <= NUMBER or METRIC >= NUMBER")
+        if m.group(1) not in METRICS:
+            raise ValueError(f"unknown metric {m.group(1)!r}; metrics are {', '.join(METRICS)}")
+        limits.append(Limit(m.group(1), m.group(2), float(m.group(3))))
+    return tuple(limits)
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,13 @@ token ids; f is the first position where they differ:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Iterator
 
 import torch
 from rapidfuzz.distance import Levenshtein
 
-PAIR_METRICS = ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1")
+from .recipe import PAIR_METRICS
 
 
 @dataclass
@@ -353,7 +352,3 @@ def _batches(items: list, cost, budget: int, max_rows: int):
         longest = max(longest, c)
     if batch:
         yield batch
-
-
-def finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None

@@ -77,6 +77,20 @@ def load_tokenizer(model: str | None = None, tokenizer: str | None = None) -> tu
     return RefTokenizer(hf, name, context), ref
 
 
+def same_tokenizer(a: RefTokenizer, b: RefTokenizer) -> str | None:
+    """None when both split text into the same ids; else what differs."""
+    if a.sha256 == b.sha256:
+        return None
+    va, vb = a.backend.get_vocab(with_added_tokens=True), b.backend.get_vocab(with_added_tokens=True)
+    if va != vb:
+        differ = sum(1 for t, i in va.items() if vb.get(t) != i) + sum(1 for t in vb if t not in va)
+        return f"their vocabularies differ ({len(va)} vs {len(vb)} tokens, {differ} differ)"
+    probe = ["Hello, world! Привет, мир. 你好 🙂", "def f(x):\n    return x * 2\n", "  spaced  out\ttabs"]
+    if a.encode(probe) != b.encode(probe):
+        return "they split the same text differently"
+    return None
+
+
 # ---------------------------------------------------------------- checks
 
 
