@@ -36,7 +36,9 @@ def reference(model, ref: list[int], ids: list[int], threshold: float) -> dict:
     """The metrics written out position by position, one text at a time."""
     la, ha = full_logp(model, ref)
     lb, hb = full_logp(model, ids)
-    f, new, ri, ci = alignment(ref, ids)
+    f, new, blocks = alignment(ref, ids)
+    ri = [i0 + k for i0, _, n in blocks for k in range(n)]
+    ci = [j0 + k for _, j0, n in blocks for k in range(n)]
     s = [-float(lb[j, ids[j]]) for j in new]
     kls, dns, agree, drifts = [], [], [], []
     for i, j in zip(ri, ci):
@@ -77,6 +79,8 @@ def make_groups(rng: random.Random) -> list[Group]:
         items.append(Item("grow+mid", kids["grow"][: len(kids["grow"]) // 2] + [5] + kids["grow"][len(kids["grow"]) // 2:],
                           "grow"))
         items.append(Item("insert+end", kids["insert"] + [9], "insert"))
+        deep = kids["insert"] + [9]
+        items.append(Item("insert+end+late", deep[:-3] + [11] + deep[-3:], "insert+end"))  # depth 3
         groups.append(Group(g, seed, items))
     return groups
 
@@ -136,18 +140,18 @@ def test_memory_is_released_between_windows(tiny):
     import weakref
 
     refs = []
-    orig = Scorer._seed_states
+    orig = Scorer._seeds
 
     def spy(self, window):
         states = orig(self, window)
-        refs.extend(weakref.ref(s.logp) for s in states)
+        refs.extend(weakref.ref(s.own.logp) for s in states if s is not None)
         return states
 
-    Scorer._seed_states = spy
+    Scorer._seeds = spy
     try:
         for _ in scorer.score(make_groups(rng) * 3):
             pass
     finally:
-        Scorer._seed_states = orig
+        Scorer._seeds = orig
     gc.collect()
     assert refs and all(r() is None for r in refs)

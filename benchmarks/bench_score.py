@@ -1,0 +1,298 @@
+"""Volatility scoring throughput: microvar's batched, prefix-shared scorer against a plain
+right-padded batched forward of the same texts under the same token budget (what lm-eval
+or `evaluate` do) and a one-text-at-a-time loop (what TextAttack's LM constraint and
+Data-Juicer's perplexity filter do), on the default reference model.
+
+Two mixes, each scaled to at least --variants texts:
+  examples  the variants of data/seeds.jsonl under the default recipe
+  long      paragraphs of 200-500 tokens (README and example sentences, English and
+            Russian) with the default recipe's edits spread over the text
+
+Every method scores the same thing per text: the log-probability of each of its tokens
+behind the context token (so each forward sees the text without its last token). The
+baselines compute only that; microvar also computes every metric against parent and seed.
+Baseline rates may be measured on a random sample of the texts (--padded-sample,
+--loop-sample; 0 = all): they are rates, printed with the sample size.
+
+Also printed: the bound on prefix sharing (all positions / positions that must be computed
+once prefixes are reused), achieved FLOP/s on the positions microvar computed as a
+fraction of a matmul peak measured in this run, and peak RSS of a child process scoring N
+and 10xN long seeds. The last line is JSON for the long mix."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from microvar.expand import Expander
+from microvar.model import load_model, pick_device, resolve
+from microvar.pipeline import choose_recipes
+from microvar.recipe import load_recipe
+from microvar.score import Group, Item, Scorer, context_token
+from microvar.seeds import Seed, read_seeds
+from microvar.tokens import load_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- mixes
+
+
+def example_groups(tk, n_variants: int) -> list[Group]:
+    base = read_seeds(str(ROOT / "data" / "seeds.jsonl")).seeds
+    default, recipes = choose_recipes(base, [], ROOT / "data")
+    expander = Expander(tk, seed=0)
+    groups, total, k = [], 0, 0
+    while total < n_variants:
+        for s in base:
+            s = Seed(f"{s.id}~{k}", s.text, s.parts, s.continuation, s.recipe, s.meta)
+            groups.append(_group(expander.expand(s, recipes[s.recipe] if s.recipe else default)))
+            total += len(groups[-1].items)
+        k += 1
+    return groups
+
+
+def long_texts(tk, rng: random.Random, count: int) -> list[str]:
+    """Paragraphs of 200-500 tokens from the README's sentences and the example seeds."""
+    readme = re.sub(r"```.*?```|`|\|[^\n]*|#+ |\*\*", " ", (ROOT / "README.md").read_text(), flags=re.S)
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(readme.split())) if len(s.split()) > 4]
+    for s in read_seeds(str(ROOT / "data" / "seeds.jsonl")).seeds:
+        if s.parts is None and "\n" not in s.text:
+            sentences.append(s.text.strip())
+    texts = []
+    for _ in range(count):
+        goal = rng.randint(200, 500)
+        start = rng.randrange(len(sentences))
+        out, k = [], start
+        while True:
+            out.append(sentences[k % len(sentences)])
+            k += rng.randint(1, 3)
+            if len(tk.encode([" ".join(out)])[0]) >= goal:
+                break
+        ids = tk.encode([" ".join(out)])[0][:goal]
+        texts.append(tk.decode([ids])[0].rsplit(" ", 1)[0])
+    return texts
+
+
+def long_groups(tk, n_variants: int, seed: int = 0, cap: int | None = None) -> list[Group]:
+    rng = random.Random(seed)
+    recipe = load_recipe("default")
+    expander = Expander(tk, seed=seed, variants=cap)
+    groups, total, k = [], 0, 0
+    while total < n_variants:
+        text = long_texts(tk, rng, 1)[0]
+        groups.append(_group(expander.expand(Seed(f"long{k}", text, None), recipe)))
+        total += len(groups[-1].items)
+        k += 1
+    return groups
+
+
+def _group(result) -> Group:
+    root = result.kept[0]
+    return Group(result.seed_id, root.ids, [Item(v.variant_id, v.ids, v.parent_id or None) for v in result.kept])
+
+
+# ---------------------------------------------------------------- methods
+
+
+def run_microvar(model, ctx, groups, batch_tokens) -> tuple[float, Scorer]:
+    scorer = Scorer(model, ctx, batch_tokens=batch_tokens)
+    start = time.perf_counter()
+    n = sum(len(m) for _, m in scorer.score(groups))
+    dt = time.perf_counter() - start
+    assert n == sum(len(g.items) for g in groups)
+    return dt, scorer
+
+
+@torch.inference_mode()
+def run_padded(model, ctx, texts: list[list[int]], batch_tokens: int, device) -> float:
+    """Sorted by length, right-padded, batched under the same token budget: token log-probs."""
+    order = sorted(texts, key=len)
+    start = time.perf_counter()
+    batch: list[list[int]] = []
+    for ids in order + [None]:
+        if ids is not None and (not batch or max(len(ids), len(batch[-1])) * (len(batch) + 1) <= batch_tokens):
+            batch.append(ids)
+            continue
+        T = max(len(x) for x in batch)
+        x = torch.zeros(len(batch), T, dtype=torch.long)
+        y = torch.zeros(len(batch), T, dtype=torch.long)
+        mask = torch.zeros(len(batch), T, dtype=torch.long)
+        for b, t in enumerate(batch):
+            x[b, :len(t)] = torch.tensor([ctx] + t[:-1])
+            y[b, :len(t)] = torch.tensor(t)
+            mask[b, :len(t)] = 1
+        logp = torch.log_softmax(model(input_ids=x.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+        logp.gather(2, y.to(device)[..., None]).sum().item()
+        batch = [ids] if ids is not None else []
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def run_loop(model, ctx, texts: list[list[int]], device) -> float:
+    start = time.perf_counter()
+    for t in texts:
+        logp = torch.log_softmax(model(input_ids=torch.tensor([[ctx] + t[:-1]], device=device)).logits.float(), -1)
+        logp[0].gather(1, torch.tensor(t, device=device)[:, None]).sum().item()
+    return time.perf_counter() - start
+
+
+def matmul_peak(device, dtype) -> float:
+    n = 2048 if device == "cpu" else 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(5):
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        _sync(device)
+        best = max(best, 3 * 2 * n ** 3 / (time.perf_counter() - t))
+    return best
+
+
+def _sync(device) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def flops_per_position(model) -> tuple[float, float]:
+    """(matmul FLOPs per position, attention FLOPs per position per attended key)."""
+    c = model.config
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    # every 2-D weight is a matmul except the input embedding (a lookup); a tied head is that same tensor
+    body = sum(p.numel() for p in model.parameters() if p.dim() == 2 and p is not embed)
+    linear = 2 * (body + (head.numel() if head is embed else 0))
+    attn = 4 * c.num_hidden_layers * c.num_attention_heads * (c.hidden_size // c.num_attention_heads)
+    return linear, attn
+
+
+def achieved_flops(model, scorer, seconds) -> float:
+    """FLOPs microvar needed (the positions it computed, each attending to its prefix) per second."""
+    linear, attn = flops_per_position(model)
+    return (scorer.computed_tokens * linear + scorer.attended * attn) / seconds
+
+
+# ---------------------------------------------------------------- RSS child
+
+
+def rss_child(n_seeds: int, cap: int, device: str, batch_tokens: int) -> None:
+    tk, ref = load_tokenizer()
+    lm = load_model(ref, device)
+    rng = random.Random(1)
+    recipe = load_recipe("default")
+    expander = Expander(tk, seed=1, variants=cap)
+
+    def stream():
+        for k in range(n_seeds):
+            text = long_texts(tk, rng, 1)[0]
+            yield _group(expander.expand(Seed(f"long{k}", text, None), recipe))
+
+    scorer = Scorer(lm.model, context_token(tk.hf), batch_tokens=batch_tokens)
+    count = sum(len(m) for _, m in scorer.score(stream()))
+    print(json.dumps({"seeds": n_seeds, "scored": count,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def measure_rss(n: int, cap: int, device: str, batch_tokens: int) -> dict:
+    out = {}
+    for k in (n, 10 * n):
+        res = subprocess.run([sys.executable, __file__, "--rss-child", str(k), "--rss-cap", str(cap),
+                              "--device", device, "--batch-tokens", str(batch_tokens)],
+                             capture_output=True, text=True, check=True)
+        out[k] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", type=int, default=2000, help="texts per mix, at least")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--batch-tokens", type=int, default=None)
+    ap.add_argument("--padded-sample", type=int, default=0, help="texts for the padded baseline (0: all)")
+    ap.add_argument("--loop-sample", type=int, default=150, help="texts for the loop baseline (0: all)")
+    ap.add_argument("--rss-seeds", type=int, default=8, help="N for the N vs 10N peak-RSS runs (0: skip)")
+    ap.add_argument("--rss-cap", type=int, default=6, help="variants per seed in the RSS runs")
+    ap.add_argument("--mix", choices=["both", "examples", "long"], default="both")
+    ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    device = pick_device(args.device)
+    batch_tokens = args.batch_tokens or (16384 if device == "cuda" else 2048)
+    if args.rss_child is not None:
+        rss_child(args.rss_child, args.rss_cap, device, batch_tokens)
+        return
+
+    tk, ref = load_tokenizer()
+    lm = load_model(ref, device, args.dtype)
+    model, ctx = lm.model, context_token(tk.hf)
+    peak = matmul_peak(device, lm.dtype)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, device {device}"
+          + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "") + f", dtype {lm.dtype}")
+    print(f"model: {lm.name}; batch tokens {batch_tokens}; matmul peak {peak / 1e9:.1f} GFLOP/s")
+    rng = random.Random(0)
+    result = {}
+    mixes = ["examples", "long"] if args.mix == "both" else [args.mix]
+    for mix in mixes:
+        t0 = time.perf_counter()
+        groups = example_groups(tk, args.variants) if mix == "examples" else long_groups(tk, args.variants)
+        texts = [it.ids for g in groups for it in g.items]
+        positions = sum(len(t) for t in texts)
+        print(f"\n[{mix}] {len(groups)} seeds, {len(texts)} texts, {positions} positions "
+              f"(mean {positions / len(texts):.0f} tokens); built in {time.perf_counter() - t0:.1f} s")
+        t_mv, scorer = run_microvar(model, ctx, groups, batch_tokens)
+        bound = scorer.total_tokens / scorer.computed_tokens
+        mv_rate = positions / t_mv
+        fraction = achieved_flops(model, scorer, t_mv) / peak
+        padded_texts = rng.sample(texts, args.padded_sample) if 0 < args.padded_sample < len(texts) else texts
+        t_pad = run_padded(model, ctx, padded_texts, batch_tokens, device)
+        pad_rate = sum(len(t) for t in padded_texts) / t_pad
+        loop_texts = rng.sample(texts, args.loop_sample) if 0 < args.loop_sample < len(texts) else texts
+        t_loop = run_loop(model, ctx, loop_texts, device)
+        loop_rate = sum(len(t) for t in loop_texts) / t_loop
+        vs_padded, vs_loop = mv_rate / pad_rate, mv_rate / loop_rate
+        print(f"  microvar : {mv_rate:8.0f} tokens/s  ({len(texts)} texts in {t_mv:.1f} s, every metric vs parent "
+              f"and seed; {scorer.computed_tokens} positions computed, {scorer.padded_tokens} with padding)")
+        print(f"  padded   : {pad_rate:8.0f} tokens/s  ({len(padded_texts)} texts in {t_pad:.1f} s)")
+        print(f"  loop     : {loop_rate:8.0f} tokens/s  ({len(loop_texts)} texts in {t_loop:.1f} s)")
+        print(f"  vs_padded {vs_padded:.2f}x  vs_loop {vs_loop:.2f}x  sharing_bound {bound:.2f}x  "
+              f"sharing_efficiency {vs_padded / bound:.2f}  peak_fraction {fraction:.2f}")
+        result[mix] = {"vs_padded": round(vs_padded, 3), "vs_loop": round(vs_loop, 3),
+                       "sharing_bound": round(bound, 3), "sharing_efficiency": round(vs_padded / bound, 3),
+                       "peak_fraction": round(fraction, 3), "tokens_per_s": round(mv_rate, 1),
+                       "padded_tokens_per_s": round(pad_rate, 1), "loop_tokens_per_s": round(loop_rate, 1),
+                       "texts": len(texts), "positions": positions}
+        del groups, texts
+    rss_ratio = None
+    if args.rss_seeds:
+        rss = measure_rss(args.rss_seeds, args.rss_cap, device, batch_tokens)
+        small, big = rss[args.rss_seeds], rss[10 * args.rss_seeds]
+        rss_ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
+        print(f"\npeak RSS: {small['peak_rss_mb']:.0f} MB for {small['seeds']} long seeds ({small['scored']} texts), "
+              f"{big['peak_rss_mb']:.0f} MB for {big['seeds']} ({big['scored']} texts): ratio {rss_ratio:.2f}")
+    last = dict(result.get("long", result.get("examples")))
+    last["rss_ratio_10x"] = round(rss_ratio, 3) if rss_ratio else None
+    last["device"] = device
+    last["examples"] = result.get("examples")
+    print(json.dumps(last))
+
+
+if __name__ == "__main__":
+    main()
