@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from microvar.expand import Expander
 from microvar.pipeline import choose_recipes
 from microvar.seeds import Seed, read_seeds
 from microvar.tokens import load_tokenizer
-from microvar.expand import Expander
 
 ROOT = Path(__file__).resolve().parent.parent
 

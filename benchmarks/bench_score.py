@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from microvar.expand import Expander
-from microvar.model import load_model, pick_device, resolve
+from microvar.model import load_model, pick_device
 from microvar.pipeline import choose_recipes
 from microvar.recipe import load_recipe
 from microvar.score import Group, Item, Scorer, context_token
@@ -65,7 +65,7 @@ def example_groups(tk, n_variants: int) -> list[Group]:
 
 def long_texts(tk, rng: random.Random, count: int) -> list[str]:
     """Paragraphs of 200-500 tokens from the README's sentences and the example seeds."""
-    readme = re.sub(r"```.*?```|`|\|[^\n]*|#+ |\*\*", " ", (ROOT / "README.md").read_text(), flags=re.S)
+    readme = re.sub(r"```.*?```|`|\|[^\n]*|#+ |\*\*", " ", (ROOT / "README.md").read_text(), flags=re.DOTALL)
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(readme.split())) if len(s.split()) > 4]
     for s in read_seeds(str(ROOT / "data" / "seeds.jsonl")).seeds:
         if s.parts is None and "\n" not in s.text:

@@ -78,8 +78,8 @@ def variant_id(seed_id: str, text: str) -> str:
 class Expander:
     """Expands seeds with one tokenizer; recipes are chosen per seed by the caller."""
 
-    def __init__(self, tk: RefTokenizer, seed: int = 0, variants: int | None = None) -> None:
-        self.tk, self.seed, self.cap_override = tk, seed, variants
+    def __init__(self, tk: RefTokenizer, seed: int = 0, variants: int | None = None, advisor=None) -> None:
+        self.tk, self.seed, self.cap_override, self.advisor = tk, seed, variants, advisor
         self._marker_cost: dict[str, int] = {}
 
     def marker_cost(self, marker: str) -> int:
@@ -90,11 +90,17 @@ class Expander:
     def make_doc(self, seed: Seed, recipe: Recipe, rng: random.Random) -> Doc:
         parts = list(seed.parts) if seed.parts is not None else [Lit(seed.text)]
         n_swaps = 2 if recipe.edit("reorder") else 0
-        parts = propose(parts, recipe.anchors if recipe.edit("mark") else 0, n_swaps, rng)
-        doc = Doc(seed.id, parts, seed.continuation, template_dirs=recipe.template_dirs, meta=seed.meta)
-        if seed.continuation and recipe.edit("grow"):
-            _, offsets = self.tk.encode_offsets(seed.text + seed.continuation)
-            base, full = len(seed.text), len(seed.continuation)
+        swap_model = recipe.edit("swap_model")
+        model_swaps = swap_model.args[0] if swap_model and self.advisor else 0
+        parts = propose(parts, recipe.anchors if recipe.edit("mark") else 0, n_swaps, rng, self.advisor, model_swaps)
+        continuation, source = seed.continuation, "given"
+        if not continuation and recipe.edit("grow_model") and self.advisor:
+            continuation, source = self.advisor.continuation(seed.text) or None, "model"
+        doc = Doc(seed.id, parts, continuation, template_dirs=recipe.template_dirs, meta=seed.meta,
+                  continuation_source=source)
+        if continuation and (source == "model" or recipe.edit("grow")):
+            _, offsets = self.tk.encode_offsets(seed.text + continuation)
+            base, full = len(seed.text), len(continuation)
             shown = 0
             for _, end in offsets:
                 if end <= base:
@@ -217,7 +223,7 @@ class Expander:
             c.step_tokens = max(len(new_markers), c.distance - c.marker_tokens + len(new_markers))
         else:
             c.step_tokens = c.distance
-        if kind == "grow" and state.grow == parent.state.grow + 1:
+        if kind in ("grow", "grow_model") and state.grow == parent.state.grow + 1:
             # one unit is the least a grow step can reveal, however many tokens it takes
             before = doc.grow_tokens[parent.state.grow - 1] if parent.state.grow else 0
             c.min_step = doc.grow_tokens[state.grow - 1] - before

@@ -27,6 +27,7 @@ class Anchor:
 @dataclass(frozen=True)
 class Alt:
     options: tuple[str, ...]
+    model: bool = False        # proposed by the reference model (swap model), not written in the markup
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,6 @@ def _convert_weights(gguf: Path, target: Path) -> None:
 
 def load_model(ref: ModelRef, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     """The reference model in eval mode on the chosen device; never downloads, never remote code."""
-    import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 

@@ -13,9 +13,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import InputError, InputErrors
 from .budget import BudgetStats, apply_budget, combine, volatility_record
-from .errors import MicrovarError
+from .errors import InputError, InputErrors, MicrovarError
 from .expand import Expander, Reject, SeedResult
 from .export import check_target, staging, write_dataset, write_json, write_jsonl
 from .recipe import Limit, Recipe, load_recipe
@@ -153,12 +152,17 @@ def run_expand(opts: Options) -> Summary:
     default, recipes = choose_recipes(sf.seeds, opts.recipes, seeds_dir)
     tk, ref = load_tokenizer(opts.model, opts.tokenizer)
     lm = load_reference(opts, tk) if opts.score else None
-    expander = Expander(tk, seed=opts.seed, variants=opts.variants)
+    advisor = None
+    if lm is not None:
+        from .advisor import Advisor
+
+        advisor = Advisor(lm, tk)
+    expander = Expander(tk, seed=opts.seed, variants=opts.variants, advisor=advisor)
     used = list({id(r): r for r in [default, *recipes.values()]}.values())  # each recipe once
-    needs_model = sorted({e.kind for r in used for e in r.edits if e.kind in MODEL_EDITS})
+    needs_model = sorted({e.kind for r in used for e in r.edits if e.kind in MODEL_EDITS}) if lm is None else []
     if needs_model:
-        log.warning("skipping %s: these edits need the reference model's predictions, "
-                    "which this version does not compute yet", ", ".join(needs_model))
+        log.warning("skipping %s: these edits need the reference model's predictions (--model none)",
+                    ", ".join(needs_model))
 
     seeds: list[Seed] = []
     for s in sf.seeds:

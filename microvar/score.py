@@ -21,8 +21,8 @@ token ids; f is the first position where they differ:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 from rapidfuzz.distance import Levenshtein
@@ -59,7 +59,7 @@ class _Rows:
     kv: list | None = None               # per layer (k, v) [kv_heads, m, head_dim], for texts others extend
 
     @classmethod
-    def make(cls, logp: torch.Tensor, hidden: torch.Tensor | None, reference: bool, kv=None) -> "_Rows":
+    def make(cls, logp: torch.Tensor, hidden: torch.Tensor | None, reference: bool, kv=None) -> _Rows:
         rows = cls(logp, logp.argmax(-1), hidden=hidden, kv=kv)
         if reference:
             rows.probs = logp.exp()
@@ -72,7 +72,7 @@ class _Seq:
     or the parent when it shares more), so its rows and cache are the base's; the rest are
     its own. A seed has no base (p = -1). ``avail``: input positions it has rows for."""
 
-    def __init__(self, base: "_Seq | None", ids: list[int], p: int, own: _Rows | None, avail: int) -> None:
+    def __init__(self, base: _Seq | None, ids: list[int], p: int, own: _Rows | None, avail: int) -> None:
         self.base, self.ids, self.p, self.own, self.avail = base, ids, p, own, avail
         n, k = len(ids), p + 1
         dev = own.logp.device if own is not None else base.logp_device
@@ -157,6 +157,13 @@ def alignment(ref: list[int], ids: list[int]) -> tuple[int, list[int], list[tupl
     return f, new, blocks
 
 
+def cache_kwarg(model) -> str:
+    """transformers 5.24 renamed ``past_key_values`` to ``cache``; earlier 5.x take the old name."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def context_token(tokenizer) -> int:
     """The token every text is scored behind: the document boundary when the vocabulary has
     one, else BOS, else EOS."""
@@ -175,8 +182,6 @@ class Scorer:
 
     def __init__(self, model, context_id: int, *, batch_tokens: int = 2048, drift: bool = False,
                  drift_threshold: float = 0.1, window_tokens: int | None = None, max_rows: int = 256) -> None:
-        import inspect
-
         self.model = model
         self.device = next(model.parameters()).device
         self.ctx = context_id
@@ -190,9 +195,7 @@ class Scorer:
         self.total_tokens = 0      # what a full forward of every text would have run
         self.attended = 0          # sum over computed positions of the keys each attends to
         self._split = _split_model(model)
-        forward = (self._split[0] if self._split else model).forward
-        # transformers 5.24 renamed past_key_values to cache
-        self._cache_arg = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+        self._cache_arg = cache_kwarg(self._split[0] if self._split else model)
 
     # ------------------------------------------------------------ public
 
@@ -425,7 +428,7 @@ def _split_model(model):
     return (decoder, head) if torch.allclose(want, got, atol=1e-4, rtol=1e-4) else None
 
 
-def _stored_kv(seq: "_Seq"):
+def _stored_kv(seq: _Seq):
     """The per-layer cache of the nearest text in the chain that stored one (shapes, dtype)."""
     while seq.own is None or not seq.own.kv:
         seq = seq.base

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import pytest
+from conftest import DATA, ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import DATA, ROOT
 from microvar.edits import EDITS
 from microvar.errors import InputError
-from microvar.markup import Alt, Anchor, Lit, MarkupSyntaxError, Opt, Swap, parse_markup, render_original
+from microvar.markup import (
+    Alt,
+    Anchor,
+    Lit,
+    MarkupSyntaxError,
+    Opt,
+    Swap,
+    parse_markup,
+    render_original,
+)
 from microvar.recipe import STAGES, EditSpec, Limit, Route, load_recipe, parse_recipe
 
 
@@ -168,8 +177,8 @@ def test_example_recipe_values():
     assert (r.compose, r.variants, r.step, r.jumps, r.repeat) == (2, 48, 2, 10, 24)
     assert r.allow == {"tail": 4, "wrap": 12, "truncate": 24}
     assert r.step_limit("wrap") == 12 and r.step_limit("mark") == 2
-    assert r.budget == (Limit("surprisal", "<=", 6.0), Limit("ripple_kl", "<=", 0.25), Limit("top1", ">=", 0.9))
-    assert r.budget[2].violated(0.5) and not r.budget[0].violated(6.0)
+    assert r.budget == (Limit("surprisal", "<=", 8.0), Limit("ripple_kl", "<=", 1.5), Limit("top1", ">=", 0.5))
+    assert r.budget[2].violated(0.4) and not r.budget[0].violated(8.0)
     assert r.stages == STAGES
     assert r.routes == (Route(("identity", "mark", "tail"), "foundation", 1),
                         Route(("substitute", "reorder", "truncate", "wrap"), "domain", 2),

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from microvar.expand import Expander
 from microvar.markup import parse_markup, render_original
 from microvar.recipe import load_recipe, parse_recipe
@@ -241,7 +241,7 @@ def test_compose(tk, n):
 def test_determinism_same_seed(tk):
     rcp, seed = load_recipe("default"), SEEDS_MARKUP[1]
     a, b = expand(tk, seed, rcp, 5), expand(tk, seed, rcp, 5)
-    key = lambda res: [(v.variant_id, v.parent_id, v.text, v.edits, v.ids) for v in res.kept]  # noqa: E731
+    key = lambda res: [(v.variant_id, v.parent_id, v.text, v.edits, v.ids) for v in res.kept]
     assert key(a) == key(b)
     assert [r.to_json() for r in a.rejects] == [r.to_json() for r in b.rejects]
 

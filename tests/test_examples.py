@@ -8,9 +8,8 @@ import json
 from collections import Counter
 
 import pytest
-from datasets import load_from_disk
-
 from conftest import DATA
+from datasets import load_from_disk
 
 MARKERS = ("[HIGHLIGHT]", "[ANCHOR]", "[SHIFT]")
 
@@ -36,6 +35,7 @@ def examples(tmp_path_factory, cli):
 @pytest.fixture(scope="module")
 def cli():
     from click.testing import CliRunner
+
     from microvar.cli import main
 
     return lambda *a: CliRunner().invoke(main, [str(x) for x in a], catch_exceptions=False)
@@ -126,8 +126,23 @@ def test_same_inputs_and_seed_give_identical_output(examples, cli, tmp_path):
     assert (again / "rejects.jsonl").read_bytes() == (out / "rejects.jsonl").read_bytes()
     assert (again / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
     other = tmp_path / "other"
-    assert cli("expand", DATA / "seeds.jsonl", "-o", other, "--seed", "8").exit_code == 0
+    assert cli("expand", DATA / "seeds.jsonl", "-o", other, "--seed", "8", "--model", "none").exit_code == 0
     assert load_from_disk(str(other)).to_list() != load_from_disk(str(out)).to_list()
+
+
+def test_every_kept_row_is_scored(examples):
+    out, result = examples
+    rows = load_from_disk(str(out)).to_list()
+    assert rows and all(r["volatility"] is not None for r in rows)
+    for r in rows:
+        v = r["volatility"]
+        assert v["top1"] is not None and 0 <= v["top1"] <= 1 and v["ripple_kl"] >= 0 and v["nll"] > 0
+        if not r["parent_id"]:
+            assert v["ripple_kl"] == 0 and v["top1"] == 1 and v["new_tokens"] == 0
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["model"]["scored"] and manifest["model"]["dtype"] == "float32"
+    assert manifest["model"]["volatility"]["ripple_kl"]["n"] == len([r for r in rows if r["parent_id"]])
+    assert "volatility of" in result.stderr
 
 
 def test_every_seed_is_in_the_dataset_or_the_rejects(examples):

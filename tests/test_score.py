@@ -47,7 +47,7 @@ def reference(model, ref: list[int], ids: list[int], threshold: float) -> dict:
         dns.append(float(-q[ids[j]] + p[ref[i]]))
         agree.append(float(int(p.argmax()) == int(q.argmax())))
         drifts.append([float((hb[l, j + 1] - ha[l, i + 1]).norm() / ha[l, i + 1].norm()) for l in range(ha.shape[0])])
-    mean = lambda xs, empty=0.0: sum(xs) / len(xs) if xs else empty  # noqa: E731
+    mean = lambda xs, empty=0.0: sum(xs) / len(xs) if xs else empty
     curve = [mean([d[l] for d in drifts]) for l in range(ha.shape[0])]
     return {"surprisal": mean(s), "surprisal_max": max(s, default=0.0), "ripple_kl": mean(kls),
             "ripple_kl_max": max(kls, default=0.0), "delta_nll": mean(dns), "top1": mean(agree, 1.0),

@@ -3,7 +3,7 @@ document and a variant's state, proposes next states: ``moves``. A move is a cha
 (state, label) steps; most chains have one step, ``grow`` reveals a continuation a token
 or two at a time as a longer chain."""
 
-from .base import EDITS, Doc, Move, State, edit, render, stage_of
 from . import kinds  # noqa: F401  (registers the edit kinds)
+from .base import EDITS, Doc, Move, State, edit, render, stage_of
 
 __all__ = ["EDITS", "Doc", "Move", "State", "edit", "render", "stage_of"]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
 
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
@@ -41,6 +41,7 @@ class Doc:
     grow_tokens: list[int] = field(default_factory=list)  # tokens revealed through each unit
     template_dirs: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict)
+    continuation_source: str = "given"                    # or "model": the advisor's greedy continuation
 
     def __post_init__(self) -> None:
         self.anchors = [p.text for p in self.parts if isinstance(p, Anchor)]

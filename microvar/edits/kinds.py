@@ -56,14 +56,21 @@ def wrap(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
         yield [(with_(s, wrap=template), f"wrap:{name}", "wrap")]
 
 
-@edit("swap_alternatives")
-def swap_alternatives(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+def _swaps(doc: Doc, s: State, model: bool, kind: str):
     for k, alt in enumerate(doc.alts):
+        if alt.model != model:
+            continue
         current = s.alts[k]
         for j, option in enumerate(alt.options):
             if j != current:
                 alts = s.alts[:k] + (j,) + s.alts[k + 1:]
-                yield [(with_(s, alts=alts), f"swap:{alt.options[current]}→{option}", "swap_alternatives")]
+                yield [(with_(s, alts=alts), f"swap:{alt.options[current]}→{option}", kind)]
+
+
+@edit("swap_alternatives")
+def swap_alternatives(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    """{orig|alt} written in the markup."""
+    return _swaps(doc, s, False, "swap_alternatives")
 
 
 @edit("reorder")
@@ -80,11 +87,22 @@ def reorder(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
 
 @edit("grow")
 def grow(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
-    """Reveal the continuation lo..hi tokens at a time: one chain, each step's parent the last.
+    """Reveal the seed's given continuation lo..hi tokens at a time."""
+    if doc.continuation_source == "given":
+        yield from _grow_chain(doc, s, args, rng, "grow")
 
-    A unit is the smallest piece that decodes cleanly (a character spelled in several
-    byte-level tokens is one unit), so a step may reveal more than hi tokens only when a
-    single unit needs them."""
+
+@edit("grow_model")
+def grow_model(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
+    """Reveal the model's greedy continuation (seeds without one of their own) likewise."""
+    if doc.continuation_source == "model":
+        yield from _grow_chain(doc, s, args, rng, "grow_model")
+
+
+def _grow_chain(doc: Doc, s: State, args: tuple, rng: random.Random, kind: str):
+    """One chain, each step's parent the last. A unit is the smallest piece that decodes
+    cleanly (a character spelled in several byte-level tokens is one unit), so a step may
+    reveal more than hi tokens only when a single unit needs them."""
     if not doc.continuation or s.grow or s.tail is not None or s.drop_last or not doc.grow_cuts:
         return
     lo, hi = args
@@ -96,18 +114,13 @@ def grow(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
         m = n + 1
         while m < len(cum) and cum[m] - shown <= step:
             m += 1
-        chain.append((with_(s, grow=m), f"grow:+{cum[m - 1]}", "grow"))
+        chain.append((with_(s, grow=m), f"{'grow' if kind == 'grow' else 'grow_model'}:+{cum[m - 1]}", kind))
         n = m
     yield chain
 
 
 @edit("swap_model")
 def swap_model(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
-    """Needs the reference model's predictions; proposes nothing when expansion runs without one."""
-    return iter(())
-
-
-@edit("grow_model")
-def grow_model(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
-    """Needs the reference model's predictions; proposes nothing when expansion runs without one."""
-    return iter(())
+    """A word replaced by one of the model's most probable alternatives at that position
+    (proposed before expansion; nothing without a model)."""
+    return _swaps(doc, s, True, "swap_model")

@@ -1,0 +1,116 @@
+"""Model-guided proposals: what the reference model says about a seed before it is edited.
+
+One forward per seed gives, at every position, the model's next-token distribution. From
+it: how surprising each word is (the most surprising words become anchors: they are what
+needs a bridge), the most probable in-vocabulary alternatives for a word (``swap model top
+K``), and a greedy continuation (``grow model``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .score import cache_kwarg, context_token
+
+_LETTERS = re.compile(r"^[^\W\d_]+$")
+MIN_LOGP = -7.0   # alternatives the model gives under ~0.1% are noise, not microvariants
+_WORD_START = re.compile(r"^ [^\W\d_]+$")
+
+
+@dataclass
+class Probe:
+    text: str
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    logp: torch.Tensor          # [n+1, V]: row k predicts token k; row n the token after the text
+
+    def tokens_in(self, start: int, end: int) -> list[int]:
+        """Indices of the tokens overlapping characters start..end-1."""
+        return [k for k, (a, b) in enumerate(self.offsets) if a < end and b > start]
+
+
+class Advisor:
+    def __init__(self, lm, tk) -> None:
+        self.model = lm.model
+        self.device = lm.device
+        self.tk = tk
+        self.ctx = context_token(tk.hf)
+        self._cache_arg = cache_kwarg(lm.model)
+        self._probe: Probe | None = None
+
+    @torch.inference_mode()
+    def probe(self, text: str) -> Probe:
+        if self._probe is not None and self._probe.text == text:
+            return self._probe
+        ids, offsets = self.tk.encode_offsets(text)
+        x = torch.tensor([[self.ctx] + ids], device=self.device)
+        logp = torch.log_softmax(self.model(input_ids=x).logits[0].float(), -1)
+        self._probe = Probe(text, ids, offsets, logp)
+        return self._probe
+
+    def surprisal(self, probe: Probe, start: int, end: int) -> float:
+        """Nats the model spends on the characters start..end-1 (their tokens, summed)."""
+        ks = probe.tokens_in(start, end)
+        return float(sum(-probe.logp[k, probe.ids[k]] for k in ks))
+
+    def alternatives(self, probe: Probe, start: int, end: int, k: int) -> list[str]:
+        """Up to k words the model would rather see at start..end: a whole word in one token
+        in place of the word, or, for a word spelled in several tokens, another last token
+        (another ending). Most probable first; never the word itself."""
+        ks = probe.tokens_in(start, end)
+        if not ks or probe.offsets[ks[0]][0] != start and probe.text[start - 1:start] != " ":
+            return []
+        word = probe.text[start:end]
+        spaced = start > 0 and probe.text[start - 1] == " "
+        first, last = ks[0], ks[-1]
+        scored: dict[str, float] = {}
+        # a token starting at `first` includes the leading space when the word has one
+        if probe.offsets[first][0] in (start, start - 1):
+            row = probe.logp[first]
+            for lp, tid in zip(*row.topk(8 * k)):
+                if lp < MIN_LOGP:
+                    break
+                piece = self.tk.hf.decode([int(tid)])
+                if (spaced and _WORD_START.match(piece)) or (not spaced and start == 0 and _LETTERS.match(piece)):
+                    alt = piece[1:] if spaced else piece
+                    if alt.lower() != word.lower():
+                        scored.setdefault(alt, float(lp))
+        if last > first and probe.offsets[last][1] == end:
+            head = probe.text[start:probe.offsets[last][0]]
+            if head and not head.endswith(" "):
+                row = probe.logp[last]
+                for lp, tid in zip(*row.topk(8 * k)):
+                    if lp < MIN_LOGP:
+                        break
+                    piece = self.tk.hf.decode([int(tid)])
+                    if _LETTERS.match(piece):
+                        alt = head + piece
+                        if alt.lower() != word.lower():
+                            scored.setdefault(alt, float(lp))
+        return [w for w, _ in sorted(scored.items(), key=lambda x: -x[1])[:k]]
+
+    @torch.inference_mode()
+    def continuation(self, text: str, n_tokens: int = 8) -> str:
+        """The model's greedy continuation of text, up to n_tokens, cut at a special token
+        and to whole characters."""
+        probe = self.probe(text)
+        ids = list(probe.ids)
+        cache = None
+        x = torch.tensor([[self.ctx] + ids], device=self.device)
+        new: list[int] = []
+        for _ in range(n_tokens):
+            out = self.model(input_ids=x, use_cache=True, **({self._cache_arg: cache} if cache is not None else {}))
+            cache = getattr(out, "cache", None) or out.past_key_values
+            tid = int(out.logits[0, -1].argmax())
+            if tid in self.tk.special_ids:
+                break
+            new.append(tid)
+            x = torch.tensor([[tid]], device=self.device)
+        full = self.tk.decode([ids + new])[0]
+        base = self.tk.decode([ids])[0]
+        if not full.startswith(base):
+            return ""
+        cont = full[len(base):]
+        return cont.split("\ufffd", 1)[0].rstrip("\n") if cont else ""
