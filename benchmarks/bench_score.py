@@ -203,8 +203,19 @@ def rss_child(n_seeds: int, cap: int, device: str, batch_tokens: int) -> None:
 
     scorer = Scorer(lm.model, context_token(tk.hf), batch_tokens=batch_tokens)
     count = sum(len(m) for _, m in scorer.score(stream()))
-    print(json.dumps({"seeds": n_seeds, "scored": count,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"seeds": n_seeds, "scored": count, "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM belongs to the process's own memory map; ru_maxrss
+    would carry the parent's peak across fork+exec on Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_rss(n: int, cap: int, device: str, batch_tokens: int) -> dict:
@@ -228,9 +239,11 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=None)
     ap.add_argument("--padded-sample", type=int, default=0, help="texts for the padded baseline (0: all)")
     ap.add_argument("--loop-sample", type=int, default=150, help="texts for the loop baseline (0: all)")
-    ap.add_argument("--rss-seeds", type=int, default=8, help="N for the N vs 10N peak-RSS runs (0: skip)")
+    ap.add_argument("--rss-seeds", type=int, default=8, help="N for the N vs 10N peak-RSS runs (0: skip); "
+                    "N seeds should fill a scoring window (4 x batch tokens), or the ratio only shows the window")
     ap.add_argument("--rss-cap", type=int, default=6, help="variants per seed in the RSS runs")
-    ap.add_argument("--mix", choices=["both", "examples", "long"], default="both")
+    ap.add_argument("--mix", choices=["both", "examples", "long", "none"], default="both",
+                    help="none: only the RSS runs")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     device = pick_device(args.device)
@@ -249,7 +262,7 @@ def main() -> None:
     print(f"model: {lm.name}; batch tokens {batch_tokens}; matmul peak {peak / 1e9:.1f} GFLOP/s")
     rng = random.Random(0)
     result = {}
-    mixes = ["examples", "long"] if args.mix == "both" else [args.mix]
+    mixes = {"both": ["examples", "long"], "none": []}.get(args.mix, [args.mix])
     for mix in mixes:
         t0 = time.perf_counter()
         groups = example_groups(tk, args.variants) if mix == "examples" else long_groups(tk, args.variants)
@@ -287,7 +300,7 @@ def main() -> None:
         rss_ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
         print(f"\npeak RSS: {small['peak_rss_mb']:.0f} MB for {small['seeds']} long seeds ({small['scored']} texts), "
               f"{big['peak_rss_mb']:.0f} MB for {big['seeds']} ({big['scored']} texts): ratio {rss_ratio:.2f}")
-    last = dict(result.get("long", result.get("examples")))
+    last = dict(result.get("long", result.get("examples")) or {})
     last["rss_ratio_10x"] = round(rss_ratio, 3) if rss_ratio else None
     last["device"] = device
     last["examples"] = result.get("examples")

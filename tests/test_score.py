@@ -155,3 +155,24 @@ def test_memory_is_released_between_windows(tiny):
         Scorer._seeds = orig
     gc.collect()
     assert refs and all(r() is None for r in refs)
+
+
+def test_batches_cover_in_order_under_the_budget():
+    from microvar.score import _batches
+
+    rng = random.Random(5)
+    items = sorted(rng.randint(1, 300) for _ in range(500))
+    batches = list(_batches(items, lambda x: x, 1024, 64, overhead=64))
+    assert [x for b in batches for x in b] == items
+    for b in batches:
+        assert len(b) <= 64 and (len(b) * max(b) <= 1024 or len(b) == 1)
+    padded = sum(len(b) * max(b) for b in batches)
+    greedy, count, batch = 0, 1, []
+    for x in items:  # a plain greedy cut costs at least as much (padded positions + per-batch overhead)
+        if batch and ((len(batch) + 1) * x > 1024 or len(batch) == 64):
+            greedy += len(batch) * batch[-1]
+            count += 1
+            batch = []
+        batch.append(x)
+    greedy += len(batch) * batch[-1]
+    assert padded + 64 * len(batches) <= greedy + 64 * count
