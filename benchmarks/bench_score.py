@@ -239,9 +239,9 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=None)
     ap.add_argument("--padded-sample", type=int, default=0, help="texts for the padded baseline (0: all)")
     ap.add_argument("--loop-sample", type=int, default=150, help="texts for the loop baseline (0: all)")
-    ap.add_argument("--rss-seeds", type=int, default=8, help="N for the N vs 10N peak-RSS runs (0: skip); "
+    ap.add_argument("--rss-seeds", type=int, default=16, help="N for the N vs 10N peak-RSS runs (0: skip); "
                     "N seeds should fill a scoring window (4 x batch tokens), or the ratio only shows the window")
-    ap.add_argument("--rss-cap", type=int, default=6, help="variants per seed in the RSS runs")
+    ap.add_argument("--rss-cap", type=int, default=2, help="variants per seed in the RSS runs")
     ap.add_argument("--mix", choices=["both", "examples", "long", "none"], default="both",
                     help="none: only the RSS runs")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
