@@ -81,3 +81,17 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
         for line in summary.lines():
             click.echo(line, err=True)
         click.echo(f"wrote {out}", err=True)
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--by", type=click.Choice(["lora_level", "phase"]), required=True, help="Column to split on.")
+@click.option("-o", "--to", "target", type=click.Path(path_type=Path), default=None,
+              help="Directory for the parts [default: OUT-by-COLUMN].")
+@click.option("--overwrite", is_flag=True, help="Replace the target if it exists.")
+def split(out, by, target, overwrite):
+    """Write one dataset per LoRA level or phase of OUT, rows in curriculum order."""
+    from .pipeline import split_dataset
+
+    counts = split_dataset(out, by, target, overwrite)
+    click.echo(", ".join(f"{k}: {v} rows" for k, v in counts.items()), err=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import MicrovarError
 
 COLUMNS = ("order", "seed_id", "variant_id", "parent_id", "text", "edits", "stage", "depth",
-           "n_tokens", "step_tokens", "marker_tokens", "recipe", "volatility")
+           "n_tokens", "step_tokens", "marker_tokens", "recipe", "lora_level", "phase", "volatility")
 
 
 def features():
@@ -34,6 +34,8 @@ def features():
         "step_tokens": Value("int32"),
         "marker_tokens": Value("int32"),
         "recipe": Value("string"),
+        "lora_level": Value("string"),   # from the recipe's route lines (default: by stage)
+        "phase": Value("int32"),
         # null when the run did not score (--model none); fields in README "Volatility"
         "volatility": volatility_features(),
     })

@@ -192,7 +192,8 @@ def run_expand(opts: Options) -> Summary:
         kept_counts.append(len(result.kept))
         rejects.extend(r.to_json() for r in result.rejects)
         for v in _curriculum(result, recipe):
-            rows.append({"order": len(rows), "seed_id": v.seed_id, "variant_id": v.variant_id,
+            level, phase = recipe.route_of(v.stage)
+            rows.append({"lora_level": level, "phase": phase, "order": len(rows), "seed_id": v.seed_id, "variant_id": v.variant_id,
                          "parent_id": v.parent_id, "text": v.text, "edits": v.edits, "stage": v.stage,
                          "depth": v.depth, "n_tokens": v.n_tokens, "step_tokens": v.step_tokens,
                          "marker_tokens": v.marker_tokens, "recipe": recipe.name, "volatility": v.volatility})
@@ -315,3 +316,27 @@ def _manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTok
         "versions": _versions(),
         "counts": summary.to_json(),
     }
+
+
+def split_dataset(out: Path, by: str, target: Path | None = None, overwrite: bool = False) -> dict[str, int]:
+    """One dataset per value of ``by`` (lora_level or phase) under TARGET/<value>, rows in
+    their curriculum order; a split.json beside them says what was split and how many rows
+    each part holds."""
+    from datasets import load_from_disk
+
+    if not (out / "dataset_info.json").is_file() and not (out / "state.json").is_file():
+        raise MicrovarError(f"{out}: not a dataset written by microvar expand")
+    ds = load_from_disk(str(out))
+    if by not in ds.column_names:
+        raise MicrovarError(f"{out} has no column {by!r}")
+    target = target or out.parent / f"{out.name}-by-{by}"
+    values = sorted(set(ds[by]), key=lambda x: (isinstance(x, str), x))
+    counts: dict[str, int] = {}
+    with staging(target, overwrite) as tmp:
+        for value in values:
+            idx = [i for i, x in enumerate(ds[by]) if x == value]
+            part = ds.select(idx)
+            part.save_to_disk(str(tmp / str(value)))
+            counts[str(value)] = len(part)
+        write_json(tmp / "split.json", {"source": str(out), "by": by, "parts": counts})
+    return counts

@@ -21,6 +21,7 @@ STAGES = ("identity", "mark", "tail", "substitute", "reorder", "truncate", "wrap
 PAIR_METRICS = ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1")
 # against the parent (plain names), against the seed (seed_*), and the variant's own mean NLL
 METRICS = PAIR_METRICS + tuple(f"seed_{m}" for m in PAIR_METRICS) + ("nll",)
+PHASE_DEFAULT = {"foundation": 1, "domain": 2, "context": 3}
 LEVELS_DEFAULT = {"identity": "foundation", "mark": "foundation", "tail": "foundation",
                   "substitute": "domain", "reorder": "domain", "truncate": "domain",
                   "wrap": "domain", "grow": "context"}
@@ -102,6 +103,14 @@ class Recipe:
 
     def edit(self, kind: str) -> EditSpec | None:
         return next((e for e in self.edits if e.kind == kind), None)
+
+    def route_of(self, stage: str) -> tuple[str, int]:
+        """(LoRA level, phase) of a stage: the first route naming it, else the defaults."""
+        for r in self.routes:
+            if stage in r.stages:
+                return r.level, r.phase if r.phase is not None else PHASE_DEFAULT.get(r.level, 1)
+        level = LEVELS_DEFAULT[stage]
+        return level, PHASE_DEFAULT[level]
 
 
 @functools.cache
