@@ -25,6 +25,7 @@ class Probe:
     ids: list[int]
     offsets: list[tuple[int, int]]
     logp: torch.Tensor          # [n+1, V]: row k predicts token k; row n the token after the text
+    cache: object = None        # the forward's KV cache, until a continuation extends it
 
     def tokens_in(self, start: int, end: int) -> list[int]:
         """Indices of the tokens overlapping characters start..end-1."""
@@ -46,8 +47,9 @@ class Advisor:
             return self._probe
         ids, offsets = self.tk.encode_offsets(text)
         x = torch.tensor([[self.ctx] + ids], device=self.device)
-        logp = torch.log_softmax(self.model(input_ids=x).logits[0].float(), -1)
-        self._probe = Probe(text, ids, offsets, logp)
+        out = self.model(input_ids=x, use_cache=True)
+        logp = torch.log_softmax(out.logits[0].float(), -1)
+        self._probe = Probe(text, ids, offsets, logp, getattr(out, "cache", None) or out.past_key_values)
         return self._probe
 
     def surprisal(self, probe: Probe, start: int, end: int) -> float:
@@ -60,7 +62,8 @@ class Advisor:
         in place of the word, or, for a word spelled in several tokens, another last token
         (another ending). Most probable first; never the word itself."""
         ks = probe.tokens_in(start, end)
-        if not ks or probe.offsets[ks[0]][0] != start and probe.text[start - 1:start] != " ":
+        # the word's first token starts with it, or with the space before it
+        if not ks or (probe.offsets[ks[0]][0] != start and probe.text[start - 1:start] != " "):
             return []
         word = probe.text[start:end]
         spaced = start > 0 and probe.text[start - 1] == " "
@@ -96,18 +99,23 @@ class Advisor:
         """The model's greedy continuation of text, up to n_tokens, cut at a special token
         and to whole characters."""
         probe = self.probe(text)
-        ids = list(probe.ids)
-        cache = None
-        x = torch.tensor([[self.ctx] + ids], device=self.device)
+        if probe.cache is None:  # an earlier continuation consumed it
+            self._probe = None
+            probe = self.probe(text)
+        ids, cache, probe.cache = list(probe.ids), probe.cache, None  # decoding appends to the cache
+        logits = probe.logp[-1]   # the probe's forward already predicts the first new token
         new: list[int] = []
         for _ in range(n_tokens):
-            out = self.model(input_ids=x, use_cache=True, **({self._cache_arg: cache} if cache is not None else {}))
-            cache = getattr(out, "cache", None) or out.past_key_values
-            tid = int(out.logits[0, -1].argmax())
+            tid = int(logits.argmax())
             if tid in self.tk.special_ids:
                 break
             new.append(tid)
-            x = torch.tensor([[tid]], device=self.device)
+            if len(new) == n_tokens:
+                break
+            out = self.model(input_ids=torch.tensor([[tid]], device=self.device), use_cache=True,
+                             **{self._cache_arg: cache})
+            cache = getattr(out, "cache", None) or out.past_key_values
+            logits = out.logits[0, -1]
         full = self.tk.decode([ids + new])[0]
         base = self.tk.decode([ids])[0]
         if not full.startswith(base):

@@ -13,13 +13,12 @@ import numpy as np
 from .expand import Reject, SeedResult
 from .recipe import METRICS, Limit
 
-# what goes into the dataset's `volatility` struct (and its Arrow types)
-FLOAT_FIELDS = METRICS
+# the dataset's `volatility` struct: every metric (float32), these counts (int32), and `drift`
 INT_FIELDS = ("new_tokens", "aligned_tokens", "drift_layer", "seed_drift_layer")
 
 
 def volatility_record(m: dict, drift: bool) -> dict:
-    rec = {k: float(m[k]) for k in FLOAT_FIELDS}
+    rec = {k: float(m[k]) for k in METRICS}
     rec.update({k: m.get(k) for k in INT_FIELDS})
     rec["drift"] = [float(x) for x in m["drift"]] if drift else None
     return rec

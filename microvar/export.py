@@ -44,9 +44,10 @@ def features():
 def volatility_features() -> dict:
     from datasets import List, Value
 
-    from .budget import FLOAT_FIELDS, INT_FIELDS
+    from .budget import INT_FIELDS
+    from .recipe import METRICS
 
-    fields = {k: Value("float32") for k in FLOAT_FIELDS}
+    fields = {k: Value("float32") for k in METRICS}
     fields.update({k: Value("int32") for k in INT_FIELDS})
     fields["drift"] = List(Value("float32"))
     return fields

@@ -159,6 +159,7 @@ def run_expand(opts: Options) -> Summary:
         advisor = Advisor(lm, tk)
     expander = Expander(tk, seed=opts.seed, variants=opts.variants, advisor=advisor)
     used = list({id(r): r for r in [default, *recipes.values()]}.values())  # each recipe once
+    budgets = {id(r): combine(r.budget, opts.budget) for r in used}
     needs_model = sorted({e.kind for r in used for e in r.edits if e.kind in MODEL_EDITS}) if lm is None else []
     if needs_model:
         log.warning("skipping %s: these edits need the reference model's predictions (--model none)",
@@ -185,7 +186,7 @@ def run_expand(opts: Options) -> Summary:
 
     for s, recipe, result in (expanded() if lm is None else _scored(expanded(), lm, tk, opts, summary)):
         if lm is not None:
-            apply_budget(result, combine(recipe.budget, opts.budget), summary.budget)
+            apply_budget(result, budgets[id(recipe)], summary.budget)
         _account(summary, result, recipe)
         if not result.kept:
             summary.seeds_rejected += 1
@@ -200,7 +201,7 @@ def run_expand(opts: Options) -> Summary:
         bar.update(1)
     bar.close()
     summary.min_kept = min(kept_counts, default=0)
-    manifest = _manifest(opts, sf, used, default, tk, ref, summary, lm)
+    manifest = _manifest(opts, sf, used, default, tk, ref, summary, lm, budgets)
     manifest["skipped_edits"] = needs_model
     with staging(opts.out, opts.overwrite) as tmp:
         write_dataset(tmp, rows)
@@ -289,7 +290,8 @@ def _versions() -> dict:
             "tokenizers": tokenizers.__version__, "datasets": datasets.__version__, "pyarrow": pyarrow.__version__}
 
 
-def _manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTokenizer, ref, summary, lm) -> dict:
+def _manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTokenizer, ref, summary, lm,
+              budgets: dict) -> dict:
     if lm is None:
         model = {"name": ref.name if ref else None, "gguf_sha256": ref.sha256 if ref else None, "scored": False,
                  "note": "--model none: variants were not scored; the volatility column is null"}
@@ -299,7 +301,7 @@ def _manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTok
                  "device": sc["device"], "dtype": sc["dtype"], "batch_tokens": sc["batch_tokens"],
                  "context_token": sc["context_token"], "drift": sc["drift"], "drift_threshold": sc["drift_threshold"],
                  "budget_overrides": [str(x) for x in opts.budget],
-                 "budgets": {r.name: [str(x) for x in combine(r.budget, opts.budget)] for r in used},
+                 "budgets": {r.name: [str(x) for x in budgets[id(r)]] for r in used},
                  "volatility": summary.budget.distribution(),
                  "drift_layers": {str(k): v for k, v in sorted(summary.budget.drift_layers.items(), key=str)}
                  if opts.drift else None,
@@ -330,12 +332,14 @@ def split_dataset(out: Path, by: str, target: Path | None = None, overwrite: boo
     if by not in ds.column_names:
         raise MicrovarError(f"{out} has no column {by!r}")
     target = target or out.parent / f"{out.name}-by-{by}"
-    values = sorted(set(ds[by]), key=lambda x: (isinstance(x, str), x))
+    column = ds[by]
+    rows_of: dict = {}
+    for i, x in enumerate(column):
+        rows_of.setdefault(x, []).append(i)
     counts: dict[str, int] = {}
     with staging(target, overwrite) as tmp:
-        for value in values:
-            idx = [i for i, x in enumerate(ds[by]) if x == value]
-            part = ds.select(idx)
+        for value in sorted(rows_of, key=lambda x: (isinstance(x, str), x)):
+            part = ds.select(rows_of[value])
             part.save_to_disk(str(tmp / str(value)))
             counts[str(value)] = len(part)
         write_json(tmp / "split.json", {"source": str(out), "by": by, "parts": counts})

@@ -75,8 +75,7 @@ class _Seq:
     def __init__(self, base: _Seq | None, ids: list[int], p: int, own: _Rows | None, avail: int) -> None:
         self.base, self.ids, self.p, self.own, self.avail = base, ids, p, own, avail
         n, k = len(ids), p + 1
-        dev = own.logp.device if own is not None else base.logp_device
-        self.logp_device = dev
+        dev = (own.logp if own is not None else base.tok_logp).device
         tok = torch.tensor(ids, dtype=torch.long, device=dev)
         if base is None:
             self.tok_logp = own.logp[:n].gather(1, tok[:, None]).squeeze(1)
