@@ -14,19 +14,51 @@ from pathlib import Path
 
 from .errors import MicrovarError
 
-COLUMNS = ("order", "seed_id", "variant_id", "parent_id", "text", "edits", "stage", "depth",
-           "n_tokens", "step_tokens", "marker_tokens", "recipe", "lora_level", "phase", "volatility")
+FORMATS = ("prompt-completion", "text", "messages")
+# the columns a trainer reads, in TRL's standard dataset formats (no conversion needed)
+TRAINING_COLUMNS = {"prompt-completion": ("prompt", "completion"), "text": ("text",), "messages": ("messages",)}
+META_COLUMNS = ("order", "repeat", "step", "seed_id", "variant_id", "parent_id", "edits", "stage", "depth",
+                "n_tokens", "step_tokens", "marker_tokens", "recipe", "lora_level", "phase", "volatility")
 
 
-def features():
+def columns(fmt: str) -> tuple[str, ...]:
+    return TRAINING_COLUMNS[fmt] + META_COLUMNS
+
+
+def training_fields(fmt: str, row: dict, prompt_text: str, separator: str) -> dict:
+    """The training columns of one row: the variant is the completion, the prompt is its
+    parent (or its seed) followed by the separator."""
+    if fmt == "prompt-completion":
+        return {"prompt": prompt_text + separator, "completion": row["text"]}
+    if fmt == "text":
+        return {"text": row["text"]}
+    if fmt == "messages":
+        return {"messages": [{"role": "user", "content": prompt_text},
+                             {"role": "assistant", "content": row["text"]}]}
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def variant_text(row: dict) -> str:
+    """The variant's text from a row of any format."""
+    if "text" in row:
+        return row["text"]
+    if "completion" in row:
+        return row["completion"]
+    return row["messages"][-1]["content"]
+
+
+def features(fmt: str = "text"):
     from datasets import Features, List, Value
 
-    return Features({
+    training = {"prompt": Value("string"), "completion": Value("string"), "text": Value("string"),
+                "messages": List({"role": Value("string"), "content": Value("string")})}
+    return Features({c: training[c] for c in TRAINING_COLUMNS[fmt]} | {
         "order": Value("int64"),
+        "repeat": Value("int32"),       # which presentation of its seed's path (0, 1, ...)
+        "step": Value("int32"),         # position in its seed's path
         "seed_id": Value("string"),
         "variant_id": Value("string"),
         "parent_id": Value("string"),
-        "text": Value("string"),
         "edits": List(Value("string")),
         "stage": Value("string"),
         "depth": Value("int32"),
@@ -81,13 +113,13 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_dataset(directory: Path, rows: list[dict]) -> None:
+def write_dataset(directory: Path, rows: list[dict], fmt: str = "text") -> None:
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # our own progress bar is the one on stderr
-    columns = {c: [r[c] for r in rows] for c in COLUMNS}
-    Dataset.from_dict(columns, features=features()).save_to_disk(str(directory))
+    data = {c: [r[c] for r in rows] for c in columns(fmt)}
+    Dataset.from_dict(data, features=features(fmt)).save_to_disk(str(directory))
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

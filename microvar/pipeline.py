@@ -3,9 +3,13 @@ The CLI wires arguments to this; tests and notebooks can call it directly."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import pickle
 import platform
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +18,22 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .budget import BudgetStats, apply_budget, combine, volatility_record
+from .card import write_card
+from .curriculum import DEFAULT_SCHEDULE, StepMeasure, drift_path, repeats_for, schedule
+from .edits.base import closing
 from .errors import InputError, InputErrors, MicrovarError
 from .expand import Expander, Reject, SeedResult
-from .export import check_target, staging, write_dataset, write_json, write_jsonl
+from .export import (
+    META_COLUMNS,
+    check_target,
+    staging,
+    training_fields,
+    write_dataset,
+    write_json,
+    write_jsonl,
+)
 from .recipe import Limit, Recipe, load_recipe
+from .resources import data_dir
 from .seeds import Seed, read_seeds
 from .tokens import RefTokenizer, load_tokenizer, same_tokenizer
 
@@ -45,6 +61,19 @@ class Options:
     drift: bool = False
     drift_threshold: float = 0.1
     budget: tuple[Limit, ...] = ()     # command-line limits over the recipes' budgets
+    format: str = "prompt-completion"  # prompt-completion, text or messages (TRL's dataset formats)
+    prompt_from: str = "parent"        # the prompt of a pair: the variant's parent, or its seed
+    separator: str = "\n"              # ends the prompt (prompt-completion)
+    chat_template: str | None = None   # messages: a Jinja chat template file or name in templates/
+    schedule: str | None = None        # None: the default recipe's, else blocked
+    presentations: int | None = None   # None: each recipe's `repeat`
+    resume: bool = False
+    shard_seeds: int = 32              # seeds per finished shard (what --resume keeps)
+    license: str | None = None         # for the dataset card; None: the default recipe's
+    bridges: int = 2                   # rows a drift path may step back through to stay within budget
+
+
+_SUMMED = ("seconds", "texts", "computed_tokens", "total_tokens")
 
 
 @dataclass
@@ -59,15 +88,50 @@ class Summary:
     within_step: int = 0
     raw_within: int = 0
     steps: int = 0
-    min_kept: int = 0
+    kept_per_seed: list = field(default_factory=list)
     scored: bool = False
     budget: BudgetStats = field(default_factory=BudgetStats)
     scoring: dict = field(default_factory=dict)
+    path_steps: int = 0
+    path_within: int = 0
+    bridged: int = 0
+    gaps: list = field(default_factory=list)
+    stage_rows: Counter = field(default_factory=Counter)
+    curriculum: dict = field(default_factory=dict)
+    resumed: tuple[int, int] = (0, 0)     # shards found finished, of all
+
+    @property
+    def min_kept(self) -> int:
+        return min(self.kept_per_seed, default=0)
+
+    def add_path(self, path) -> None:
+        self.path_steps += len(path.rows) - 1
+        self.path_within += path.within
+        self.bridged += path.bridged
+        self.gaps.extend(g.to_json() for g in path.gaps)
+
+    def merge(self, o: Summary) -> None:
+        """Add a shard's counts to these."""
+        for k in ("made", "kept", "duplicates", "capped_seeds", "within_step", "raw_within", "steps",
+                  "seeds_rejected", "path_steps", "path_within", "bridged"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        self.rejected.update(o.rejected)
+        self.kept_per_seed.extend(o.kept_per_seed)
+        self.gaps.extend(o.gaps)
+        for k, xs in o.budget.values.items():
+            self.budget.values[k].extend(xs)
+        self.budget.removed.update(o.budget.removed)
+        self.budget.cascaded += o.budget.cascaded
+        self.budget.drift_layers.update(o.budget.drift_layers)
+        for k, v in o.scoring.items():
+            self.scoring[k] = self.scoring.get(k, 0) + v if k in _SUMMED else v
 
     def lines(self) -> list[str]:
         share = f"{100 * self.within_step / self.steps:.1f}%" if self.steps else "n/a"
         raw = f"{100 * self.raw_within / self.steps:.1f}%" if self.steps else "n/a"
-        out = [f"seeds: {self.seeds} ({self.seeds_rejected} rejected whole)",
+        out = [f"resumed: {self.resumed[0]} of {self.resumed[1]} shards were already finished"] \
+            if self.resumed[0] else []
+        out += [f"seeds: {self.seeds} ({self.seeds_rejected} rejected whole)",
                f"variants: {self.made} made, {self.kept} kept (incl. one unchanged root per seed), "
                f"{self.duplicates} duplicate texts merged, {self.capped_seeds} seeds reached the cap",
                f"steps within the step budget: {share} of {self.steps} parent->child steps "
@@ -77,8 +141,9 @@ class Summary:
             out.append("rejected by check: " + ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()))
         if self.scored:
             sc = self.scoring
+            rate = sc["total_tokens"] / sc["seconds"] if sc.get("seconds") else 0.0
             out.append(f"scored {sc['texts']} texts on {sc['device']} ({sc['dtype']}): expanded and scored in "
-                       f"{sc['seconds']:.1f} s, {sc['tokens_per_s']:.0f} tokens/s; {sc['computed_tokens']} of "
+                       f"{sc['seconds']:.1f} s, {rate:.0f} tokens/s; {sc['computed_tokens']} of "
                        f"{sc['total_tokens']} positions computed (shared prefixes reused)")
             dist = self.budget.distribution()
             if dist:
@@ -93,6 +158,27 @@ class Summary:
                            + " (a variant over several limits counts under each)")
         else:
             out.append("volatility: not scored (--model none)")
+        out.extend(self.curriculum_lines())
+        return out
+
+    def curriculum_lines(self, show_gaps: int | None = None) -> list[str]:
+        cur = self.curriculum
+        if not cur:
+            return []
+        share = f"{100 * self.path_within / self.path_steps:.1f}%" if self.path_steps else "n/a"
+        out = [f"curriculum: {cur['rows']} rows, schedule {cur['schedule']}, phases "
+               f"{', '.join(map(str, cur['phases']))}; each seed presented at least "
+               f"{cur['presentations'] or 'its recipe’s repeat'} times ({cur['restarts']} path restarts)",
+               f"drift paths: {self.path_within} of {self.path_steps} consecutive same-seed steps within the step "
+               f"budget ({share}); {self.bridged} rows shown again as bridges; {len(self.gaps)} gaps"]
+        if self.stage_rows:
+            out.append("rows by stage: " + ", ".join(f"{k} {v}" for k, v in self.stage_rows.items()))
+        gaps = self.gaps if show_gaps is None else self.gaps[:show_gaps]
+        for g in gaps:
+            out.append(f"  gap: seed {g['seed_id']}: {g['from']} -> {g['to']}, {g['tokens']} tokens "
+                       f"(budget {g['budget']})")
+        if len(gaps) < len(self.gaps):
+            out.append(f"  ... {len(self.gaps) - len(gaps)} more gaps in manifest.json")
         return out
 
     def to_json(self) -> dict:
@@ -101,6 +187,12 @@ class Summary:
                 "capped_seeds": self.capped_seeds, "steps_within_budget": self.within_step,
                 "raw_steps_within_budget": self.raw_within, "steps": self.steps, "min_kept_per_seed": self.min_kept,
                 "budget_removed": dict(self.budget.removed), "budget_removed_with_parent": self.budget.cascaded}
+
+    def curriculum_json(self) -> dict:
+        share = self.path_within / self.path_steps if self.path_steps else None
+        return {**self.curriculum, "stages": dict(self.stage_rows), "steps": self.path_steps,
+                "within_step": self.path_within, "within_step_share": share, "bridged_rows": self.bridged,
+                "gaps": self.gaps}
 
 
 def choose_recipes(seeds: list[Seed], refs: list[str], seeds_dir: Path | None) -> tuple[Recipe, dict[str, Recipe]]:
@@ -151,6 +243,7 @@ def run_expand(opts: Options) -> Summary:
     seeds_dir = Path(opts.seeds).parent if opts.seeds != "-" else None
     default, recipes = choose_recipes(sf.seeds, opts.recipes, seeds_dir)
     tk, ref = load_tokenizer(opts.model, opts.tokenizer)
+    chat_template = _chat_template(opts, tk) if opts.format == "messages" else None
     lm = load_reference(opts, tk) if opts.score else None
     advisor = None
     if lm is not None:
@@ -170,44 +263,212 @@ def run_expand(opts: Options) -> Summary:
         pieces = split_long(s, tk, int(tk.context * 0.9)) if opts.split_long and tk.context else None
         seeds.extend(pieces or [s])
 
-    summary = Summary(seeds=len(seeds), scored=lm is not None)
-    rows: list[dict] = []
-    rejects: list[dict] = [Reject(b.seed_id, b.raw, "input", b.error.render()).to_json() for b in sf.bad]
+    work = Work(opts.out, _fingerprint(opts, sf, used, tk, ref), opts.resume, opts.overwrite)
+    shards = [seeds[i:i + opts.shard_seeds] for i in range(0, len(seeds), opts.shard_seeds)]
+    done = work.done(len(shards))
+    bar = tqdm(total=len(seeds), initial=sum(len(shards[k]) for k in done), unit="seed", leave=False,
+               desc="expanding" if lm is None else "expanding+scoring", disable=not opts.progress)
+    measures: dict[int, StepMeasure] = {}
+
+    def measure(recipe: Recipe) -> StepMeasure:
+        if id(recipe) not in measures:
+            markers = list(recipe.markers) + [closing(m) for m in recipe.markers]
+            measures[id(recipe)] = StepMeasure(markers, lambda m: expander.marker_cost(m))
+        return measures[id(recipe)]
+
+    for k, chunk in enumerate(shards):
+        if k in done:
+            continue
+        summary = Summary(seeds=len(chunk), scored=lm is not None)
+        rejects: list[dict] = []
+        paths: list[list[dict]] = []
+
+        def expanded(chunk=chunk):
+            for s in chunk:
+                recipe = recipes[s.recipe] if s.recipe else default
+                yield s, recipe, expander.expand(s, recipe)
+
+        for s, recipe, result in (expanded() if lm is None else _scored(expanded(), lm, tk, opts, summary)):
+            if lm is not None:
+                apply_budget(result, budgets[id(recipe)], summary.budget)
+            _account(summary, result, recipe)
+            rejects.extend(r.to_json() for r in result.rejects)
+            if result.kept:
+                path = drift_path(result.kept, recipe, measure(recipe), opts.bridges)
+                summary.add_path(path)
+                paths.append(_path_rows(path, recipe))
+            else:
+                summary.seeds_rejected += 1
+            bar.update(1)
+        work.save(k, {"summary": summary, "rejects": rejects, "paths": paths})
+    bar.close()
+
+    summary = Summary(seeds=len(seeds), scored=lm is not None, resumed=(len(done), len(shards)))
+    rejects = [Reject(b.seed_id, b.raw, "input", b.error.render()).to_json() for b in sf.bad]
     summary.rejected.update({"input": len(sf.bad)} if sf.bad else {})
     summary.seeds_rejected += len(sf.bad)
-    kept_counts = []
-    bar = tqdm(total=len(seeds), desc="expanding" if lm is None else "expanding+scoring", unit="seed",
-               disable=not opts.progress, leave=False)
-
-    def expanded():
-        for s in seeds:
-            recipe = recipes[s.recipe] if s.recipe else default
-            yield s, recipe, expander.expand(s, recipe)
-
-    for s, recipe, result in (expanded() if lm is None else _scored(expanded(), lm, tk, opts, summary)):
-        if lm is not None:
-            apply_budget(result, budgets[id(recipe)], summary.budget)
-        _account(summary, result, recipe)
-        if not result.kept:
-            summary.seeds_rejected += 1
-        kept_counts.append(len(result.kept))
-        rejects.extend(r.to_json() for r in result.rejects)
-        for v in _curriculum(result, recipe):
-            level, phase = recipe.route_of(v.stage)
-            rows.append({"lora_level": level, "phase": phase, "order": len(rows), "seed_id": v.seed_id, "variant_id": v.variant_id,
-                         "parent_id": v.parent_id, "text": v.text, "edits": v.edits, "stage": v.stage,
-                         "depth": v.depth, "n_tokens": v.n_tokens, "step_tokens": v.step_tokens,
-                         "marker_tokens": v.marker_tokens, "recipe": recipe.name, "volatility": v.volatility})
-        bar.update(1)
-    bar.close()
-    summary.min_kept = min(kept_counts, default=0)
+    paths = []
+    for k in range(len(shards)):
+        part = work.load(k)
+        summary.merge(part["summary"])
+        rejects.extend(part["rejects"])
+        paths.extend(part["paths"])
+    if lm is not None:
+        summary.scoring.update(device=lm.device, dtype=str(lm.dtype).replace("torch.", ""))
+    rows = _assemble(paths, opts, default, summary)
     manifest = _manifest(opts, sf, used, default, tk, ref, summary, lm, budgets)
     manifest["skipped_edits"] = needs_model
     with staging(opts.out, opts.overwrite) as tmp:
-        write_dataset(tmp, rows)
+        write_dataset(tmp, rows, opts.format)
         write_jsonl(tmp / "rejects.jsonl", rejects)
+        if chat_template is not None:
+            (tmp / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
         write_json(tmp / "manifest.json", manifest)
+        write_card(tmp)
+    work.finish()
     return summary
+
+
+def _path_rows(path, recipe: Recipe) -> list[dict]:
+    """A seed's path as row dicts, before repeats, schedule and format."""
+    texts = {v.variant_id: v.text for v in path.rows}
+    seed_text = path.rows[0].text
+    rows = []
+    for k, (v, dist, budget) in enumerate(zip(path.rows, path.distances, path.budgets)):
+        level, phase = recipe.route_of(v.stage)
+        rows.append({"seed_id": v.seed_id, "variant_id": v.variant_id, "parent_id": v.parent_id, "text": v.text,
+                     "parent_text": texts.get(v.parent_id, seed_text), "seed_text": seed_text, "edits": v.edits,
+                     "stage": v.stage, "depth": v.depth, "n_tokens": v.n_tokens, "step_tokens": v.step_tokens,
+                     "marker_tokens": v.marker_tokens, "recipe": recipe.name, "lora_level": level, "phase": phase,
+                     "volatility": v.volatility, "step": k, "distance": dist, "budget": budget,
+                     "presentations": recipe.repeat})
+    return rows
+
+
+def _assemble(paths: list[list[dict]], opts: Options, default: Recipe, summary: Summary) -> list[dict]:
+    """Paths -> the dataset's rows: phases in ascending order; within a phase each seed's rows
+    of that phase, its path repeated until the seed is presented often enough, merged across
+    seeds by the schedule."""
+    how = opts.schedule or default.schedule or DEFAULT_SCHEDULE
+    phases = sorted({r["phase"] for path in paths for r in path})
+    ordered: list[tuple[int, dict]] = []
+    for phase in phases:
+        sequences = []
+        for path in paths:
+            segment = [r for r in path if r["phase"] == phase]
+            if segment:
+                reps = repeats_for(len(path), opts.presentations or path[0]["presentations"])
+                sequences.append([(rep, r) for rep in range(reps) for r in segment])
+        ordered.extend(schedule(sequences, how))
+    rows = []
+    last_step: dict[str, int] = {}
+    cur = summary.curriculum
+    cur.update(schedule=how, rows=len(ordered), phases=phases, restarts=0, presentations=opts.presentations)
+    for i, (rep, r) in enumerate(ordered):
+        prev = last_step.get(r["seed_id"])
+        if prev is not None and r["step"] != prev + 1:
+            cur["restarts"] += 1  # the start of a repeated path, not a step of it
+        last_step[r["seed_id"]] = r["step"]
+        prompt = r["parent_text"] if opts.prompt_from == "parent" else r["seed_text"]
+        row = {c: r[c] for c in META_COLUMNS if c in r}
+        row.update(order=i, repeat=rep, **training_fields(opts.format, r, prompt, opts.separator))
+        rows.append(row)
+        summary.stage_rows[r["stage"]] += 1
+    return rows
+
+
+def _chat_template(opts: Options, tk: RefTokenizer) -> str | None:
+    """The chat template the messages format is meant for, checked by rendering a chat with it:
+    --chat-template (a file, or a name in templates/), else the tokenizer's own."""
+    sample = [{"role": "user", "content": "Ритм, not quantity."}, {"role": "assistant", "content": "Ритм."}]
+    text = None
+    if opts.chat_template:
+        path = Path(opts.chat_template)
+        if not path.is_file():
+            path = data_dir("templates") / opts.chat_template
+        if not path.is_file():
+            raise MicrovarError(f"--chat-template {opts.chat_template}: no such file (also looked in "
+                                f"{data_dir('templates')})")
+        text = path.read_text(encoding="utf-8")
+    elif not getattr(tk.hf, "chat_template", None):
+        raise MicrovarError(f"--format messages: the tokenizer {tk.name} has no chat template; pass "
+                            "--chat-template FILE (a Jinja chat template, e.g. chat_plain.jinja from templates/)")
+    try:
+        tk.hf.apply_chat_template(sample, chat_template=text, tokenize=False)
+    except Exception as e:  # jinja2 errors of several kinds; all mean the template is unusable
+        where = opts.chat_template or f"the chat template of {tk.name}"
+        raise MicrovarError(f"{where}: cannot render a chat: {e}") from None
+    return text
+
+
+def _fingerprint(opts: Options, sf, used: list[Recipe], tk: RefTokenizer, ref) -> dict:
+    """What decides the shards' contents; a resumed run must match it."""
+    return {"seeds": sf.sha256, "recipes": sorted(r.hash for r in used), "tokenizer": tk.sha256,
+            "model": (ref.sha256 or ref.name) if (ref and opts.score) else None,
+            "options": {"model": opts.model, "tokenizer": opts.tokenizer, "variants": opts.variants,
+                        "seed": opts.seed, "skip_invalid": opts.skip_invalid, "split_long": opts.split_long,
+                        "score": opts.score, "dtype": opts.dtype, "device": opts.device,
+                        "batch_tokens": opts.batch_tokens, "drift": opts.drift,
+                        "drift_threshold": opts.drift_threshold, "budget": [str(x) for x in opts.budget],
+                        "shard_seeds": opts.shard_seeds, "bridges": opts.bridges},
+            "microvar": __version__}
+
+
+class Work:
+    """Finished shards of an expand run, kept beside OUT until OUT is written, so that
+    ``--resume`` after a crash or ``kill -9`` redoes only the unfinished shard."""
+
+    def __init__(self, out: Path, fingerprint: dict, resume: bool, overwrite: bool) -> None:
+        self.dir = out.parent / f".{out.name}.partial"
+        job = self.dir / "job.json"
+        if self.dir.exists():
+            try:
+                before = json.loads(job.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                before = None
+            if resume and before is not None and before != fingerprint:
+                differ = [k for k in fingerprint if before.get(k) != fingerprint[k]]
+                if "options" in differ:
+                    differ.remove("options")
+                    differ += [f"--{k.replace('_', '-')}" for k, v in fingerprint["options"].items()
+                               if before.get("options", {}).get(k) != v]
+                raise MicrovarError(f"cannot resume: the unfinished run in {self.dir} used different "
+                                    f"{', '.join(differ)}; run again with the same inputs and options, "
+                                    "or with --overwrite to start over")
+            if not resume:
+                if not overwrite:
+                    raise MicrovarError(f"{self.dir} holds an unfinished run for {out}: pass --resume to "
+                                        "continue it, or --overwrite to start over")
+                shutil.rmtree(self.dir)
+            elif before is None:
+                shutil.rmtree(self.dir)  # killed before it wrote anything: nothing to resume
+        elif resume:
+            log.warning("nothing to resume for %s: starting from the beginning", out)
+        self.dir.mkdir(exist_ok=True)
+        tmp = job.with_suffix(".tmp")
+        tmp.write_text(json.dumps(fingerprint, indent=1), encoding="utf-8")
+        os.replace(tmp, job)
+
+    def _shard(self, k: int) -> Path:
+        return self.dir / f"shard-{k:06d}.pkl"
+
+    def done(self, n: int) -> set[int]:
+        return {k for k in range(n) if self._shard(k).is_file()}
+
+    def save(self, k: int, payload: dict) -> None:
+        tmp = self._shard(k).with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._shard(k))
+
+    def load(self, k: int) -> dict:
+        with self._shard(k).open("rb") as f:
+            return pickle.load(f)
+
+    def finish(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def load_reference(opts: Options, tk: RefTokenizer):
@@ -250,19 +511,13 @@ def _scored(expanded, lm, tk: RefTokenizer, opts: Options, summary: Summary):
             v.volatility = volatility_record(metrics[v.variant_id], opts.drift)
         texts += len(result.kept)
         yield s, recipe, result
-    seconds = time.perf_counter() - start
-    summary.scoring = {"texts": texts, "device": lm.device, "dtype": str(lm.dtype).replace("torch.", ""),
-                       "seconds": seconds, "computed_tokens": scorer.computed_tokens,
-                       "total_tokens": scorer.total_tokens, "batch_tokens": batch_tokens,
-                       "tokens_per_s": scorer.total_tokens / seconds if seconds else 0.0,
-                       "context_token": tk.hf.convert_ids_to_tokens(ctx), "drift": opts.drift,
-                       "drift_threshold": opts.drift_threshold if opts.drift else None}
-
-
-def _curriculum(result: SeedResult, recipe: Recipe):
-    """For now: by stage in the recipe's order, then depth; a parent always precedes its child."""
-    rank = {s: i for i, s in enumerate(recipe.stages)}
-    return sorted(result.kept, key=lambda v: (rank[v.stage], v.depth))
+    sc = summary.scoring
+    sc["seconds"] = sc.get("seconds", 0.0) + time.perf_counter() - start
+    for key, n in (("texts", texts), ("computed_tokens", scorer.computed_tokens),
+                   ("total_tokens", scorer.total_tokens)):
+        sc[key] = sc.get(key, 0) + n
+    sc.update(batch_tokens=batch_tokens, context_token=tk.hf.convert_ids_to_tokens(ctx), drift=opts.drift,
+              drift_threshold=opts.drift_threshold if opts.drift else None)
 
 
 def _account(summary: Summary, result: SeedResult, recipe: Recipe) -> None:
@@ -270,6 +525,7 @@ def _account(summary: Summary, result: SeedResult, recipe: Recipe) -> None:
     summary.kept += len(result.kept)
     summary.duplicates += result.counts["duplicate"]
     summary.capped_seeds += result.capped
+    summary.kept_per_seed.append(len(result.kept))
     for key, n in result.counts.items():
         if key.startswith("rejected:"):
             summary.rejected[key.split(":", 1)[1]] += n
@@ -317,6 +573,11 @@ def _manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTok
         "split_long": opts.split_long,
         "versions": _versions(),
         "counts": summary.to_json(),
+        "curriculum": summary.curriculum_json(),
+        "export": {"format": opts.format, "prompt": opts.prompt_from if opts.format != "text" else None,
+                   "separator": opts.separator if opts.format == "prompt-completion" else None,
+                   "chat_template": "chat_template.jinja" if opts.format == "messages" and opts.chat_template
+                   else None, "license": opts.license or default.license},
     }
 
 

@@ -42,3 +42,16 @@ def cli():
     def run(*args, input: str | bytes | None = None):
         return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
     return run
+
+
+@pytest.fixture
+def model_dir(tmp_path, tk):
+    """A local 'Hugging Face model directory': the real tokenizer and a tiny random Llama."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path / "tiny-llama"
+    tk.hf.save_pretrained(str(d))
+    config = LlamaConfig(vocab_size=tk.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=40)
+    LlamaForCausalLM(config).save_pretrained(str(d))
+    return d

@@ -12,19 +12,6 @@ SEEDS = [{"id": "en", "text": "Rhythm matters more than quantity."},
          {"id": "ru", "markup": "[[Ритм]] важнее {объёма|количества}."}]
 
 
-@pytest.fixture
-def model_dir(tmp_path, tk):
-    """A local 'Hugging Face model directory': the real tokenizer and a tiny random Llama."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    d = tmp_path / "tiny-llama"
-    tk.hf.save_pretrained(str(d))
-    config = LlamaConfig(vocab_size=tk.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=40)
-    LlamaForCausalLM(config).save_pretrained(str(d))
-    return d
-
-
 def test_model_directory_sets_tokenizer_and_context(cli, write_seeds, tmp_path, model_dir):
     long = {"id": "long", "text": "word " * 60}
     out = tmp_path / "out"
@@ -40,7 +27,7 @@ def test_tokenizer_only(cli, write_seeds, tmp_path, model_dir):
     out = tmp_path / "out"
     res = cli("expand", write_seeds(SEEDS), "-o", out, "--tokenizer", model_dir, "--variants", "6")
     assert res.exit_code == 0, res.stderr
-    counts = Counter(load_from_disk(str(out))["seed_id"])
+    counts = _variants_per_seed(out)
     assert counts["en"] == 6 and 1 <= counts["ru"] <= 6
 
 
@@ -66,7 +53,8 @@ def test_seed_recipe_field_picks_a_recipe_beside_the_seeds(cli, write_seeds, tmp
     assert cli("expand", seeds, "-o", out, "--variants", "10").exit_code == 0
     rows = load_from_disk(str(out)).to_list()
     a = [r for r in rows if r["seed_id"] == "a"]
-    assert {r["recipe"] for r in a} == {"tiny"} and sorted(r["text"] for r in a) == ["One line.", "One line. → summary:"]
+    assert {r["recipe"] for r in a} == {"tiny"}
+    assert sorted({r["completion"] for r in a}) == ["One line.", "One line. → summary:"]
     assert {r["recipe"] for r in rows if r["seed_id"] == "b"} == {"default"}
 
 
@@ -90,5 +78,11 @@ def test_recipe_syntax_error_exits_2_with_caret(cli, write_seeds, tmp_path):
 def test_variants_caps_every_seed(cli, write_seeds, tmp_path):
     out = tmp_path / "out"
     assert cli("expand", write_seeds(SEEDS), "-o", out, "--variants", "5").exit_code == 0
-    counts = Counter(load_from_disk(str(out))["seed_id"])
+    counts = _variants_per_seed(out)
     assert counts["en"] == 5 and max(counts.values()) == 5
+
+
+def _variants_per_seed(out) -> Counter:
+    """Distinct variants per seed (rows repeat a seed's path up to its presentations)."""
+    ds = load_from_disk(str(out))
+    return Counter(s for s, _ in set(zip(ds["seed_id"], ds["variant_id"])))

@@ -1,0 +1,92 @@
+"""A long expand killed with SIGKILL partway resumes from its finished shards and ends with
+the dataset an uninterrupted run writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from datasets import load_from_disk
+
+WORDS_EN = "rhythm quantity model token bridge anchor drift variant curriculum pattern".split()
+WORDS_RU = "ритм объём модель токен мост якорь дрейф вариант учебный узор".split()
+
+
+@pytest.fixture
+def many_seeds(tmp_path):
+    rows = []
+    for i in range(30):
+        en, ru = WORDS_EN[i % 10], WORDS_RU[(3 * i) % 10]
+        kind = i % 4
+        if kind == 0:
+            rows.append({"id": f"en{i}", "text": f"The {en} of step {i} matters more than its size."})
+        elif kind == 1:
+            rows.append({"id": f"ru{i}", "markup": f"[[{ru.capitalize()}]] важнее {{объёма|количества}} в шаге {i}."})
+        elif kind == 2:
+            rows.append({"id": f"code{i}", "text": f"def f{i}(x):\n    return x * {i}  # {en} 🙂",
+                         "continuation": "\n\nprint(f(2))"})
+        else:
+            rows.append({"id": f"mix{i}", "text": f"{en} 和 {ru} — шаг {i}."})
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _command(seeds, out, model_dir, *extra, quiet=True):
+    return [sys.executable, "-m", "microvar", "expand", str(seeds), "-o", str(out), "--model", str(model_dir),
+            "--variants", "10", "--shard-seeds", "2", *(["-q"] if quiet else []), *extra]
+
+
+def test_kill_9_then_resume_gives_the_same_dataset(tmp_path, many_seeds, model_dir):
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    subprocess.run(_command(many_seeds, full, model_dir), check=True, env=os.environ.copy())
+
+    partial = tmp_path / ".broken.partial"
+    proc = subprocess.Popen(_command(many_seeds, broken, model_dir), env=os.environ.copy())
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(partial.glob("shard-*.pkl"))) >= 3:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed; give it more seeds"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(partial.glob("shard-*.pkl")))
+    assert not broken.exists() and 3 <= finished < 15
+
+    again = subprocess.run(_command(many_seeds, broken, model_dir), capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr and not broken.exists()
+    other = subprocess.run(_command(many_seeds, broken, model_dir, "--resume", "--seed", "5"),
+                           capture_output=True, text=True)
+    assert other.returncode == 2 and "cannot resume" in other.stderr and "--seed" in other.stderr
+
+    resumed = subprocess.run(_command(many_seeds, broken, model_dir, "--resume", quiet=False),
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed: " in resumed.stderr and f"{finished} of 15 shards were already finished" in resumed.stderr
+    assert not partial.exists()
+
+    a, b = load_from_disk(str(full)), load_from_disk(str(broken))
+    assert a.features == b.features and len(a) == len(b) > 0
+    assert a.to_list() == b.to_list()
+    assert (full / "rejects.jsonl").read_bytes() == (broken / "rejects.jsonl").read_bytes()
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (full, broken))
+    assert ma["counts"] == mb["counts"] and ma["curriculum"] == mb["curriculum"]
+    assert any(r["volatility"] for r in a.to_list())  # scored: the scorer's batches matched too
+
+
+def test_overwrite_discards_an_unfinished_run(tmp_path, cli, write_seeds):
+    partial = tmp_path / ".out.partial"
+    partial.mkdir()
+    (partial / "job.json").write_text("{}")
+    (partial / "shard-000000.pkl").write_bytes(b"not a shard")
+    seeds = write_seeds([{"id": "a", "text": "One line."}])
+    res = cli("expand", seeds, "-o", tmp_path / "out", "--model", "none")
+    assert res.exit_code == 2 and "--resume" in res.stderr and not (tmp_path / "out").exists()
+    res = cli("expand", seeds, "-o", tmp_path / "out", "--model", "none", "--overwrite")
+    assert res.exit_code == 0 and not partial.exists() and len(load_from_disk(str(tmp_path / "out"))) >= 1
