@@ -5,11 +5,14 @@ Python edit distance."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
 from conftest import DATA
 from datasets import load_from_disk
+
+from microvar.export import variant_text
 
 MARKERS = ("[HIGHLIGHT]", "[ANCHOR]", "[SHIFT]")
 
@@ -57,8 +60,9 @@ def test_every_example_seed_keeps_at_least_24(examples):
     ds = load_from_disk(str(out))
     seeds = [json.loads(line)["id"] for line in (DATA / "seeds.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(seeds) >= 12
-    per_seed = Counter(ds["seed_id"])
+    per_seed = Counter(s for s, _ in set(zip(ds["seed_id"], ds["variant_id"])))  # distinct variants
     assert {s: per_seed[s] for s in seeds if per_seed[s] < 24} == {}
+    assert min(Counter(ds["seed_id"]).values()) >= 24  # presentations
 
 
 def test_examples_cover_languages_and_shapes():
@@ -76,7 +80,7 @@ def test_kept_variants_are_token_safe_independently(examples, independent_tokeni
     out, _ = examples
     tok = independent_tokenizer
     ds = load_from_disk(str(out))
-    rows = ds.to_list()
+    rows = list({r["variant_id"]: dict(r, text=variant_text(r)) for r in ds.to_list()}.values())
     by_id = {r["variant_id"]: r for r in rows}
     ids_of = {}
     for r in rows:
@@ -111,11 +115,25 @@ def test_parent_precedes_child_and_order_is_dense(examples):
     out, _ = examples
     rows = load_from_disk(str(out)).to_list()
     assert [r["order"] for r in rows] == list(range(len(rows)))
-    position = {r["variant_id"]: r["order"] for r in rows}
+    position = {}
     for r in rows:
+        position.setdefault(r["variant_id"], r["order"])
         if r["parent_id"]:
-            assert position[r["parent_id"]] < r["order"]
-    assert [r["seed_id"] for r in rows] == sorted([r["seed_id"] for r in rows], key=[r["seed_id"] for r in rows].index)
+            assert position[r["parent_id"]] < position[r["variant_id"]]
+    for phase in {r["phase"] for r in rows}:  # blocked: one seed after another within a phase
+        seeds = [r["seed_id"] for r in rows if r["phase"] == phase]
+        assert seeds == sorted(seeds, key=seeds.index)
+
+
+def test_drift_paths_of_the_examples_stay_within_the_step_budget(examples):
+    out, result = examples
+    m = re.search(r"drift paths: (\d+) of (\d+) consecutive same-seed steps within the step budget \(([\d.]+)%\)",
+                  result.stderr)
+    assert m and float(m[3]) >= 90.0, result.stderr
+    gaps = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["curriculum"]["gaps"]
+    assert int(m[2]) - int(m[1]) == len(gaps)
+    for g in gaps:
+        assert f"gap: seed {g['seed_id']}: {g['from']} -> {g['to']}, {g['tokens']} tokens" in result.stderr
 
 
 def test_same_inputs_and_seed_give_identical_output(examples, cli, tmp_path):
@@ -125,6 +143,7 @@ def test_same_inputs_and_seed_give_identical_output(examples, cli, tmp_path):
     assert load_from_disk(str(again)).to_list() == load_from_disk(str(out)).to_list()
     assert (again / "rejects.jsonl").read_bytes() == (out / "rejects.jsonl").read_bytes()
     assert (again / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
+    assert (again / "README.md").read_bytes() == (out / "README.md").read_bytes()
     other = tmp_path / "other"
     assert cli("expand", DATA / "seeds.jsonl", "-o", other, "--seed", "8", "--model", "none").exit_code == 0
     assert load_from_disk(str(other)).to_list() != load_from_disk(str(out)).to_list()
@@ -141,7 +160,7 @@ def test_every_kept_row_is_scored(examples):
             assert v["ripple_kl"] == 0 and v["top1"] == 1 and v["new_tokens"] == 0
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["model"]["scored"] and manifest["model"]["dtype"] == "float32"
-    assert manifest["model"]["volatility"]["ripple_kl"]["n"] == len([r for r in rows if r["parent_id"]])
+    assert manifest["model"]["volatility"]["ripple_kl"]["n"] == len({r["variant_id"] for r in rows if r["parent_id"]})
     assert "volatility of" in result.stderr
 
 
@@ -158,7 +177,7 @@ def test_summary_and_manifest(examples):
     assert "steps within the step budget" in result.stderr and "rejected by check" in result.stderr
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     ds = load_from_disk(str(out))
-    assert manifest["counts"]["kept"] == len(ds)
+    assert manifest["counts"]["kept"] == len(set(ds["variant_id"]))
     assert manifest["seed"] == 7 and len(manifest["inputs"]["sha256"]) == 64
     assert manifest["tokenizer"]["context"] == 8192 and manifest["tokenizer"]["vocab_size"] == 49152
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
