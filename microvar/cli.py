@@ -109,6 +109,82 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
 
 
 @main.command()
+@click.argument("seeds", type=str)
+@click.argument("templates", nargs=-1, type=str)
+@click.option("--recipe", "recipes", multiple=True, help="Recipe file or shipped name; the first is the default. Repeatable.")
+@click.option("--model", default=None, help="Whose tokenizer and context to check against: a local HF model dir or "
+              ".gguf (default: embedded SmolLM2-135M; the model itself is not loaded).")
+@click.option("--tokenizer", default=None, help="A tokenizer directory instead of the model's.")
+@click.option("--variants", type=click.IntRange(min=1), default=None, help="Cap on variants per seed, as for expand.")
+@click.option("--min-variants", type=click.IntRange(min=1), default=None,
+              help="Warn about seeds that expand to fewer variants [default: the recipe's repeat, 24].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the expansion, as for expand.")
+@click.option("--no-expand", is_flag=True, help="Do not expand the seeds to count their variants (faster on big files).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one object {problems, errors, warnings, notes} for tools.")
+@click.option("-q", "--quiet", is_flag=True, help="Errors and warnings only (no notes).")
+def lint(seeds, templates, recipes, model, tokenizer, variants, min_variants, seed, no_expand, fmt, quiet):
+    """Check SEEDS (JSONL, or - for stdin), the recipes it uses and their wrap templates (plus
+    TEMPLATES) in one pass: FILE:LINE:COL: severity: message for each problem. Exit 1 when
+    there are errors, 0 with warnings and notes only (2: a path that cannot be read)."""
+    import json
+
+    from .lint import LintOptions
+    from .lint import lint as run_lint
+
+    report = run_lint(LintOptions(seeds, list(recipes), list(templates), None if model == "none" else model,
+                                  tokenizer, variants, seed, min_variants, expand=not no_expand))
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json(notes=not quiet), ensure_ascii=False, indent=1))
+    else:
+        for line in report.lines(notes=not quiet):
+            click.echo(line)
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@click.argument("seeds", type=str)
+@click.option("--id", "seed_id", required=True, help="The seed to preview.")
+@click.option("--recipe", "recipes", multiple=True, help="Recipe file or shipped name; the first is the default. Repeatable.")
+@click.option("--model", default=None, help="Reference model: a local HF model dir or .gguf (default: embedded "
+              "SmolLM2-135M); 'none' expands without scoring.")
+@click.option("--tokenizer", default=None, help="A tokenizer directory for the checks (with --model none).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+              help="Where the reference model runs.")
+@click.option("--budget", "budget", multiple=True, metavar="LIMITS",
+              help="Volatility limits like 'ripple_kl<=0.3, top1>=0.9' over the recipe's. Repeatable.")
+@click.option("--variants", type=click.IntRange(min=1), default=None, help="Cap on variants (default: the recipe's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed, as for expand.")
+@click.option("--bridges", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Rows a drift path may step back through, as for expand.")
+@click.option("--rejects/--no-rejects", default=True, show_default=True, help="Also show the rejected variants.")
+@click.option("--width", type=click.IntRange(min=20), default=None, help="Columns [default: the terminal's, else 100].")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: the same as one object, for tools.")
+def preview(seeds, seed_id, recipes, model, tokenizer, device, budget, variants, seed, bridges, rejects, width, fmt):
+    """Show one seed's variants in curriculum order: each one's token diff against its parent,
+    step tokens, volatility, kept or why rejected, and its place in the seed's drift path."""
+    import json
+
+    from .preview import PreviewOptions, build_preview, print_preview
+    from .recipe import parse_limits
+
+    limits = []
+    for text in budget:
+        try:
+            limits.extend(parse_limits(text))
+        except ValueError as e:
+            raise MicrovarError(f"--budget {text!r}: {e}") from None
+    pv = build_preview(PreviewOptions(seeds, seed_id, list(recipes), None if model == "none" else model,
+                                      tokenizer, score=model != "none", device=device, budget=tuple(limits),
+                                      variants=variants, seed=seed, bridges=bridges))
+    if fmt == "json":
+        click.echo(json.dumps(pv.to_json(rejects), ensure_ascii=False, indent=1))
+    else:
+        print_preview(pv, width=width, rejects=rejects)
+
+
+@main.command()
 @click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--by", type=click.Choice(["lora_level", "phase"]), required=True, help="Column to split on.")
 @click.option("-o", "--to", "target", type=click.Path(path_type=Path), default=None,
@@ -181,5 +257,89 @@ def train(out, model, output, level, steps, batch_size, lr, lora_r, device, seed
                        device=device, overwrite=overwrite, seed=seed, progress=not quiet and sys.stderr.isatty())
     if not quiet:
         for line in report.lines():
+            click.echo(line, err=True)
+        click.echo(f"wrote {output}", err=True)
+
+
+@main.command()
+@click.argument("seeds", type=str)
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The response map to write (JSON).")
+@click.option("--recipe", "recipes", multiple=True, help="Recipe file or shipped name; the first is the default. Repeatable.")
+@click.option("--model", default=None, help="Reference model: a local HF model dir or .gguf (default: embedded SmolLM2-135M).")
+@click.option("--variants", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Variants per seed to measure (the root included).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the expansion.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+              help="Where the reference model runs; auto picks CUDA when present.")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="auto: bfloat16 on CUDA, float32 elsewhere.")
+@click.option("--batch-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Padded tokens per forward batch.")
+@click.option("--drift-threshold", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="Relative hidden-state change that counts as drift.")
+@click.option("--html", "html", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the map as a self-contained HTML page.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def probe(seeds, out, recipes, model, variants, seed, device, dtype, batch_tokens, drift_threshold, html, quiet):
+    """Measure how the reference model reacts to each kind of edit of SEEDS: per seed and edit
+    kind, surprisal, ripple KL by distance from the edit, top-1 agreement and the layer where
+    hidden states start to drift; written to OUT as JSON (schema microvar.probe/1)."""
+    from .probe import ProbeOptions, run_probe
+
+    opts = ProbeOptions(seeds, out, list(recipes), model, variants, seed, device, dtype, batch_tokens, drift_threshold,
+                        progress=not quiet and sys.stderr.isatty())
+    result = run_probe(opts)
+    if html is not None:
+        from .report import write_probe_page
+
+        write_probe_page(result, html)
+    if not quiet:
+        t = result["_timing"]
+        click.echo(f"probed {len(result['seeds'])} seeds, {t['variants']} variants on {result['model']['device']} "
+                   f"in {t['seconds']:.1f} s ({t['load_seconds']:.1f} s loading the model)", err=True)
+        for kind, k in result["kinds"].items():
+            s, r, d = k["surprisal"], k["ripple_kl"], k["drift"]
+            click.echo(f"  {kind:<18} n {k['n']:>4}  surprisal {_num(s['mean'])} ± {_num(s['std'])}  ripple_kl "
+                       f"{_num(r['mean'])}  top1 {_num(k['top1']['mean'])}  drift starts at layer "
+                       f"{'-' if d['start_layer'] is None else d['start_layer']}", err=True)
+        click.echo(f"wrote {out}" + (f" and {html}" if html is not None else ""), err=True)
+
+
+def _num(x) -> str:
+    return "    -" if x is None else f"{x:5.2f}"
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The HTML file to write.")
+@click.option("--model", default=None, help="Model for the token fields: a local HF model dir or .gguf [default: the "
+              "one OUT was scored with]; 'none' skips the fields and charts.")
+@click.option("--probe", "probe_map", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="A response map from `microvar probe`, shown as a page of the report.")
+@click.option("--seeds", "seed_filter", default=None, metavar="IDS",
+              help="Only these seeds: comma-separated ids or shell patterns (think-*).")
+@click.option("--max-seeds", type=click.IntRange(min=1), default=None, help="At most this many seeds (after --seeds).")
+@click.option("--rows-per-seed", type=click.IntRange(min=1), default=24, show_default=True,
+              help="Path rows shown (and measured) per seed.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+              help="Where the model runs; auto picks CUDA when present.")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="auto: bfloat16 on CUDA, float32 elsewhere.")
+@click.option("--batch-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Padded tokens per forward batch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def report(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed, device, dtype, batch_tokens, quiet):
+    """Write a self-contained HTML report of the dataset OUT: per seed its curriculum path as
+    token probability fields, the ripple and layer drift of each variant, histograms of stages
+    and volatility, rejects by reason and bridge gaps."""
+    from .report import ReportOptions, build_report
+
+    opts = ReportOptions(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed, device, dtype,
+                         batch_tokens, progress=not quiet and sys.stderr.isatty())
+    summary = build_report(opts)
+    if not quiet:
+        for line in summary:
             click.echo(line, err=True)
         click.echo(f"wrote {output}", err=True)

@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 
+from jinja2 import TemplateError
+
 from .edits import EDITS, Doc, State, render, stage_of
 from .edits.base import closing
 from .markup import Lit
@@ -160,7 +162,14 @@ class Expander:
                     for state, label, kind in chain:
                         if state not in seen_states:
                             seen_states.add(state)
-                            t = render(doc, state)
+                            try:
+                                t = render(doc, state)
+                            except TemplateError as e:  # strict undefined, or a template that fails
+                                counts["made"] += 1
+                                counts["rejected:template"] += 1
+                                rejects.append(Reject(seed.id, "", "template", f"template {state.wrap}: {e}",
+                                                      "", parent.variant_id, _extend(parent, label, kind)[0]))
+                                continue
                             if t is None:
                                 continue
                             if t in seen_texts:

@@ -140,6 +140,7 @@ def _parse_line(line: str, name: str, lineno: int, warnings: list[str]) -> Seed:
         raise fail(f"{key!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise fail(f"{key!r} is empty")
+    _check_unicode(fail, key, value)
     parts = None
     text = value
     if has_markup:
@@ -151,6 +152,8 @@ def _parse_line(line: str, name: str, lineno: int, warnings: list[str]) -> Seed:
     cont = obj.get("continuation")
     if cont is not None and (not isinstance(cont, str) or not cont):
         raise fail("'continuation' must be a non-empty string")
+    if cont is not None:
+        _check_unicode(fail, "continuation", cont)
     recipe = obj.get("recipe")
     if recipe is not None and (not isinstance(recipe, str) or not recipe.strip()):
         raise fail("'recipe' must be a non-empty string (a recipe name or file)")
@@ -160,3 +163,10 @@ def _parse_line(line: str, name: str, lineno: int, warnings: list[str]) -> Seed:
     if not isinstance(meta, dict):
         raise fail("'meta' must be a JSON object")
     return Seed(sid, text, parts, cont, recipe, meta, name, lineno)
+
+
+def _check_unicode(fail, key: str, value: str) -> None:
+    """JSON can spell a lone surrogate (\\ud800) that is not text: no tokenizer takes it."""
+    for i, ch in enumerate(value):
+        if "\ud800" <= ch <= "\udfff":
+            raise fail(f"{key!r} has a lone surrogate \\u{ord(ch):04x} at character {i}: not valid Unicode text")

@@ -81,3 +81,18 @@ def test_awkward_seeds_through_the_cli(cli, write_seeds, tmp_path):
     rejected = {json.loads(line)["seed_id"] for line in (out / "rejects.jsonl").read_text().splitlines()}
     assert {s["id"] for s in seeds} <= kept | rejected
     assert "special" not in kept  # a special token spelled in a seed is refused
+
+
+def test_lone_surrogate_is_a_bad_line_and_a_failing_template_a_reject(cli, write_seeds, tmp_path):
+    bad = write_seeds(['{"id": "a", "text": "bad \\ud800 here"}', '{"id": "b", "text": "fine"}'])
+    res = cli("expand", bad, "-o", tmp_path / "o", "--model", "none")
+    assert res.exit_code == 2 and f"{bad}:1: 'text' has a lone surrogate" in res.stderr
+    (tmp_path / "m.j2").write_text("{{ meta.lang }}: {{ text }}\n")
+    (tmp_path / "r.recipe").write_text('edit identity\nedit wrap "m.j2"\nallow wrap <= 12\n')
+    seeds = write_seeds([{"id": "x", "text": "Hello there.", "meta": {"lang": "en"}},
+                         {"id": "y", "text": "No meta here."}], name="ok.jsonl")
+    res = cli("expand", seeds, "--recipe", tmp_path / "r.recipe", "-o", tmp_path / "o", "--model", "none")
+    assert res.exit_code == 0, res.stderr
+    rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["seed_id"], r["check"], r["edits"]) for r in rejects] == [("y", "template", ["wrap:m"])]
+    assert "has no attribute 'lang'" in rejects[0]["detail"]
