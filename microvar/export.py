@@ -29,7 +29,10 @@ def training_fields(fmt: str, row: dict, prompt_text: str, separator: str) -> di
     """The training columns of one row: the variant is the completion, the prompt is its
     parent (or its seed) followed by the separator."""
     if fmt == "prompt-completion":
-        return {"prompt": prompt_text + separator, "completion": row["text"]}
+        # a prompt that already ends with the separator keeps one: "\n\n" would be a single
+        # token, and TRL needs the tokenized prompt to be a prefix of prompt + completion
+        prompt = prompt_text if prompt_text.endswith(separator) else prompt_text + separator
+        return {"prompt": prompt, "completion": row["text"]}
     if fmt == "text":
         return {"text": row["text"]}
     if fmt == "messages":

@@ -4,7 +4,12 @@ the embedded GGUF on first use and cached under the user's cache directory)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+# OpenMP threads that spin while waiting make torch many times slower when another process
+# (a subprocess under test) shares the 2 cores; passive waiting costs nothing here
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 from click.testing import CliRunner

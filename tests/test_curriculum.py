@@ -146,7 +146,8 @@ def test_examples_curriculum_summary_manifest_and_columns(cli, tmp_path):
         seen_seeds[r["phase"]].append(r["seed_id"])
         assert r["completion"] == variant_text(r)
         parent = by_id.get(r["parent_id"])
-        assert r["prompt"] == (parent["completion"] if parent else r["completion"]) + "\n"
+        source = parent["completion"] if parent else r["completion"]
+        assert r["prompt"] == (source if source.endswith("\n") else source + "\n")
     for phase, seeds in seen_seeds.items():
         runs = [s for k, s in enumerate(seeds) if k == 0 or seeds[k - 1] != s]
         assert len(runs) == len(set(runs)), f"phase {phase}: seeds are blocked"
