@@ -122,7 +122,9 @@ def write_dataset(directory: Path, rows: list[dict], fmt: str = "text") -> None:
 
     disable_progress_bar()  # our own progress bar is the one on stderr
     data = {c: [r[c] for r in rows] for c in columns(fmt)}
-    Dataset.from_dict(data, features=features(fmt)).save_to_disk(str(directory))
+    # one explicit shard when there are no rows: datasets writes no data file otherwise, and
+    # cannot load the directory back (every seed rejected is a result, not an error)
+    Dataset.from_dict(data, features=features(fmt)).save_to_disk(str(directory), num_shards=None if rows else 1)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

@@ -96,3 +96,15 @@ def test_lone_surrogate_is_a_bad_line_and_a_failing_template_a_reject(cli, write
     rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
     assert [(r["seed_id"], r["check"], r["edits"]) for r in rejects] == [("y", "template", ["wrap:m"])]
     assert "has no attribute 'lang'" in rejects[0]["detail"]
+
+
+def test_every_seed_rejected_still_gives_a_dataset_that_loads(cli, write_seeds, tmp_path):
+    from datasets import load_from_disk
+
+    seeds = write_seeds([{"id": "special", "text": "ends with <|endoftext|>"}])
+    res = cli("expand", seeds, "-o", tmp_path / "o", "--model", "none")
+    assert res.exit_code == 0, res.stderr
+    assert len(load_from_disk(str(tmp_path / "o"))) == 0
+    rejects = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["seed_id"] for r in rejects] == ["special"]
+    assert cli("split", tmp_path / "o", "--by", "phase").exit_code == 0
