@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import MicrovarError
+from .export import format_of
 
 ARROW_FILES = [{"split": "train", "path": "data-*.arrow"}]            # a save_to_disk directory
 PARQUET_FILES = [{"split": "train", "path": "data/train-*.parquet"}]  # the folder push uploads
@@ -305,7 +306,7 @@ def _read_rejects(directory: Path) -> list[dict] | None:
 def _context(data: _Data, manifest: dict, license_id: str | None, repo_id: str | None) -> dict:
     export = manifest.get("export") or {}
     names = data.names
-    fmt = export.get("format") or _format_of(names)
+    fmt = export.get("format") or format_of(names)
     training = {"prompt-completion": ["prompt", "completion"], "text": ["text"],
                 "messages": ["messages"]}.get(fmt) or [c for c in ("prompt", "completion", "text", "messages")
                                                         if c in names]
@@ -360,16 +361,6 @@ def _context(data: _Data, manifest: dict, license_id: str | None, repo_id: str |
         "cell": _cell,
         "num": _num,
     }
-
-
-def _format_of(names: list[str]) -> str | None:
-    if "prompt" in names and "completion" in names:
-        return "prompt-completion"
-    if "messages" in names:
-        return "messages"
-    if "text" in names:
-        return "text"
-    return None
 
 
 def _load_snippet(data: _Data, repo_id: str | None) -> list[str]:

@@ -41,6 +41,20 @@ def training_fields(fmt: str, row: dict, prompt_text: str, separator: str) -> di
     raise ValueError(f"unknown format {fmt!r}")
 
 
+def format_of(columns: list[str], manifest: dict | None = None) -> str | None:
+    """The training format of a dataset: as its manifest says, else from its columns."""
+    fmt = ((manifest or {}).get("export") or {}).get("format")
+    if fmt in FORMATS:
+        return fmt
+    if "prompt" in columns and "completion" in columns:
+        return "prompt-completion"
+    if "messages" in columns:
+        return "messages"
+    if "text" in columns:
+        return "text"
+    return None
+
+
 def variant_text(row: dict) -> str:
     """The variant's text from a row of any format."""
     if "text" in row:

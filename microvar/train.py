@@ -22,11 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import MicrovarError
-from .export import check_target, staging, write_json
+from .export import check_target, format_of, staging, write_json
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("prompt-completion", "text", "messages")
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_LR = 2e-4
 DEFAULT_LORA_R = 8
@@ -118,19 +117,6 @@ def require_trl():
         raise MicrovarError(f"training needs TRL and PEFT ({e.name} is missing): {INSTALL_HINT}") from None
 
 
-def detect_format(columns: list[str], manifest: dict) -> str | None:
-    fmt = (manifest.get("export") or {}).get("format")
-    if fmt in FORMATS:
-        return fmt
-    if "prompt" in columns and "completion" in columns:
-        return "prompt-completion"
-    if "messages" in columns:
-        return "messages"
-    if "text" in columns:
-        return "text"
-    return None
-
-
 def read_dataset(out: Path):
     """The dataset at OUT (in memory: TRL's preprocessing must not write cache files into
     it), its manifest and its format; MicrovarError when OUT is not a microvar dataset."""
@@ -163,7 +149,7 @@ def read_dataset(out: Path):
     missing = [c for c in ("order", "lora_level", "phase") if c not in ds.column_names]
     if missing:
         raise MicrovarError(f"{out}: not a dataset written by microvar expand (no column {', '.join(missing)})")
-    fmt = detect_format(ds.column_names, manifest)
+    fmt = format_of(ds.column_names, manifest)
     if fmt is None:
         raise MicrovarError(f"{out}: no training columns (prompt/completion, text or messages)")
     return ds, manifest, fmt

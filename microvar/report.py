@@ -1,0 +1,607 @@
+"""`microvar report`: one self-contained HTML file to inspect a dataset as an object.
+
+Per seed, its curriculum path (the rows of its first presentation, in step order) as token
+probability fields: every token shaded by the reference model's probability for it in its
+context, the tokens an edit changed underlined. Choosing a row draws its ripple (KL of the
+model's next-token distributions, parent vs variant, at each unchanged token after the
+edit) and its layer drift curve. Overview histograms of stages and of every volatility
+metric, rejects by check and reason, bridge gaps, and optionally the response map of
+``microvar probe`` as a page of its own.
+
+Everything is inline (CSS, SVG, a little JS that draws the charts); the page refers to no
+outside URL and reads well without a network. Rendered from ``templates/report.html.j2``
+with autoescaping on."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import MicrovarError
+
+log = logging.getLogger(__name__)
+
+# probability bins of the token field: (lower bound, label); the last bin is below 0.001
+BINS = ((0.5, "≥ 0.5"), (0.2, "0.2 – 0.5"), (0.05, "0.05 – 0.2"), (0.01, "0.01 – 0.05"), (0.001, "0.001 – 0.01"),
+        (0.0, "< 0.001"))
+METRIC_HELP = {
+    "surprisal": "mean −log P of the new tokens (nats)", "surprisal_max": "the most surprising new token",
+    "ripple_kl": "mean KL at the unchanged tokens after the edit", "ripple_kl_max": "its largest value",
+    "delta_nll": "change of −log P of those tokens (+: harder)", "top1": "share of them with the same top token",
+    "nll": "the variant's own mean −log P per token", "drift_layer": "first layer whose hidden states drift",
+}
+for _k in ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1"):
+    METRIC_HELP["seed_" + _k] = f"{_k}, against the seed instead of the parent"
+EMBEDDED_PREFIX = "SmolLM2-135M-Instruct (embedded"
+
+
+@dataclass
+class ReportOptions:
+    out: Path
+    output: Path
+    model: str | None = None          # None: the model OUT was scored with; "none": no fields
+    probe: Path | None = None
+    seeds: str | None = None          # comma-separated ids or shell patterns
+    max_seeds: int | None = None
+    rows_per_seed: int = 24
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_tokens: int = 1024
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def build_report(opts: ReportOptions) -> list[str]:
+    """Read OUT, measure the shown rows, render the page to ``opts.output``; returns summary lines."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    manifest, rows, rejects = _read_out(opts.out)
+    if not opts.output.parent.is_dir():
+        raise MicrovarError(f"{opts.output.parent} does not exist")
+    probe = None
+    if opts.probe is not None:
+        from .probe import load_map
+
+        probe = load_map(opts.probe)
+    by_seed: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["order"]):
+        by_seed.setdefault(r["seed_id"], []).append(r)
+    all_ids = list(by_seed)
+    chosen = _select(all_ids, opts.seeds)
+    if opts.max_seeds is not None:
+        chosen = chosen[:opts.max_seeds]
+    fm, model_note = _field_model(opts, manifest)
+    gaps = (manifest.get("curriculum") or {}).get("gaps") or []
+    rejects_of = Counter(r.get("seed_id") for r in rejects)
+    seeds = []
+    bar = tqdm(chosen, unit="seed", leave=False, desc="report", disable=not opts.progress)
+    for idx, sid in enumerate(bar):
+        seeds.append(_seed_view(idx, sid, by_seed[sid], fm, opts.rows_per_seed,
+                                [g for g in gaps if g["seed_id"] == sid],
+                                [r for r in rejects if r.get("seed_id") == sid] if rejects_of[sid] else []))
+        if fm is not None:
+            fm.clear()
+    bar.close()
+    shown = sum(s["n_shown"] for s in seeds)
+    longer = sum(1 for s in seeds if s["n_path"] > s["n_shown"])
+    limits = []
+    if len(chosen) < len(all_ids):
+        why = []
+        if opts.seeds:
+            why.append(f"--seeds {opts.seeds}")
+        if opts.max_seeds is not None and len(chosen) == opts.max_seeds:
+            why.append(f"--max-seeds {opts.max_seeds}")
+        limits.append(f"{len(chosen)} of {len(all_ids)} seeds are shown ({', '.join(why)}); the overview, rejects "
+                      "and gaps cover the whole dataset.")
+    if longer:
+        limits.append(f"{longer} seed path(s) are longer than --rows-per-seed {opts.rows_per_seed}: that many rows "
+                      "of each are shown and measured, the first rows of every stage in proportion to its length "
+                      "(the rows left out are marked where they fall).")
+    if model_note:
+        limits.append(model_note)
+    context = _page_context(opts.out.name, manifest, rows, rejects, gaps, seeds, probe, limits, fm)
+    html = render_page(context)
+    _write_atomic(opts.output, html)
+    seconds = time.perf_counter() - started
+    fields = (f"token fields by {fm.name} on {fm.device}: {fm.positions} positions" if fm is not None
+              else "no token fields (--model none)")
+    return [(f"report: {len(seeds)} of {len(all_ids)} seeds, {shown} path rows; {fields}; "
+             f"{len(html.encode()) / 1e6:.1f} MB in {seconds:.1f} s")]
+
+
+def write_probe_page(probe: dict, path: Path) -> None:
+    """The response map alone, as a self-contained page."""
+    context = _page_context(None, None, [], [], [], [], probe, [], None)
+    _write_atomic(path, render_page(context))
+
+
+def render_page(context: dict) -> str:
+    import jinja2
+
+    from .resources import data_dir
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
+                             autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
+    return env.get_template("report.html.j2").render(**context)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read_out(out: Path) -> tuple[dict, list[dict], list[dict]]:
+    from datasets import load_from_disk
+
+    path = out / "manifest.json"
+    if not path.is_file():
+        raise MicrovarError(f"{out}: not a dataset written by microvar expand (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise MicrovarError(f"{path}: not valid JSON: {e}") from None
+    try:
+        ds = load_from_disk(str(out))
+    except Exception as e:  # noqa: BLE001 (datasets raises several kinds; all mean "not a dataset directory")
+        raise MicrovarError(f"{out}: cannot open the dataset: {e}") from None
+    rows = ds.to_list()
+    rejects = []
+    rpath = out / "rejects.jsonl"
+    if rpath.is_file():
+        for line in rpath.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rejects.append(json.loads(line))
+    return manifest, rows, rejects
+
+
+def _select(ids: list[str], spec: str | None) -> list[str]:
+    if not spec:
+        return ids
+    patterns = [p.strip() for p in spec.split(",") if p.strip()]
+    chosen = [i for i in ids if any(i == p or fnmatch.fnmatchcase(i, p) for p in patterns)]
+    if not chosen:
+        sample = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
+        raise MicrovarError(f"--seeds {spec}: no seed matches (seeds: {sample})")
+    return chosen
+
+
+class _Fields:
+    """A FieldModel and what it is called."""
+
+    def __init__(self, fm, name: str, device: str) -> None:
+        self.fm, self.name, self.device = fm, name, device
+
+    @property
+    def positions(self) -> int:
+        return self.fm.positions
+
+    def clear(self) -> None:
+        self.fm.clear()
+
+
+def _field_model(opts: ReportOptions, manifest: dict) -> tuple[_Fields | None, str | None]:
+    """The model for the token fields: --model, else the one OUT was scored with."""
+    from .field import FieldModel
+    from .model import load_model, resolve
+    from .tokens import load_tokenizer
+
+    if opts.model == "none":
+        return None, "No token fields or charts: --model none."
+    model = opts.model
+    if model is None:
+        name = (manifest.get("model") or {}).get("name")
+        if name is None or name.startswith(EMBEDDED_PREFIX):
+            model = None
+        elif Path(name).exists():
+            model = name
+        else:
+            raise MicrovarError(f"the model this dataset was made with ({name}) is not here; pass --model PATH, "
+                                "or --model none for a report without token fields")
+    ref = resolve(model)
+    tk, _ = load_tokenizer(model)
+    want = (manifest.get("tokenizer") or {}).get("sha256")
+    if want and tk.sha256 != want:
+        raise MicrovarError(f"--model {ref.name}: its tokenizer is not the one the dataset was made with "
+                            f"({(manifest.get('tokenizer') or {}).get('name')}); token fields would not match the "
+                            "rows. Pass the dataset's model, or --model none")
+    lm = load_model(ref, opts.device, opts.dtype)
+    threshold = (manifest.get("model") or {}).get("drift_threshold") or 0.1
+    return _Fields(FieldModel(lm, tk, batch_tokens=opts.batch_tokens, drift_threshold=threshold), lm.name,
+                   lm.device), None
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def _seed_view(idx: int, sid: str, rows: list[dict], fields: _Fields | None, limit: int, gaps: list[dict],
+               rejects: list[dict]) -> dict:
+    from .export import variant_text
+
+    text_of = {r["variant_id"]: variant_text(r) for r in rows}
+    path = sorted((r for r in rows if r["repeat"] == 0), key=lambda r: (r["step"], r["order"]))
+    gap_at = {(g["from"], g["to"]): g for g in gaps}
+    seen: set[str] = set()
+    bridge, gap = [], []
+    for k, r in enumerate(path):
+        bridge.append(r["variant_id"] in seen)
+        seen.add(r["variant_id"])
+        gap.append(gap_at.get((path[k - 1]["variant_id"], r["variant_id"])) if k else None)
+    picked = sample_path([r["stage"] for r in path], limit, bridge)
+    shown = [path[k] for k in picked]
+    fm = fields.fm if fields is not None else None
+    ripples, tfields = {}, {}
+    if fm is not None:
+        pairs = [(text_of[r["parent_id"]], text_of[r["variant_id"]]) for r in shown
+                 if r["parent_id"] and r["parent_id"] in text_of]
+        ripples = fm.compare(pairs)
+        texts = [text_of[r["variant_id"]] for r in shown]
+        tfields = dict(zip(texts, fm.fields(texts)))
+    views, data = [], []
+    last = -1
+    for k, r in zip(picked, shown):
+        if k > last + 1:
+            views.append({"skip": k - last - 1, "stages": sorted({path[i]["stage"] for i in range(last + 1, k)})})
+        last = k
+        text = text_of[r["variant_id"]]
+        parent = text_of.get(r["parent_id"]) if r["parent_id"] else None
+        rp = ripples.get((parent, text)) if parent is not None else None
+        tf = tfields.get(text)
+        vol = r.get("volatility") or None
+        view = {"i": len(data), "step": r["step"], "stage": r["stage"], "edit": r["edits"][-1] if r["edits"] else "",
+                "edits": r["edits"], "variant_id": r["variant_id"], "step_tokens": r["step_tokens"],
+                "bridge": bridge[k], "gap": gap[k], "phase": r.get("phase"),
+                "lora_level": r.get("lora_level"), "vol": _vol_summary(vol) if r["parent_id"] else None,
+                "tokens": _token_spans(text, tf, set(rp.new) if rp else set(), fm.tk if fm else None)}
+        views.append(view)
+        data.append(_row_data(r, text, tf, rp, vol, fm))
+    if last < len(path) - 1:
+        views.append({"skip": len(path) - 1 - last, "stages": sorted({path[i]["stage"] for i in range(last + 1, len(path))})})
+    first_text = text_of[path[0]["variant_id"]] if path else ""
+    stages = Counter(r["stage"] for r in path)
+    gaps = [{**g, "from_text": text_of.get(g["from"], ""), "to_text": text_of.get(g["to"], "")} for g in gaps]
+    return {"idx": idx, "id": sid, "anchor": f"seed-{idx}", "n_path": len(path), "rows": views,
+            "n_rows": len(rows), "stages": list(stages.items()), "gaps": gaps, "n_gaps": len(gaps),
+            "rejects": rejects[:12], "n_rejects": len(rejects), "first_text": first_text,
+            "n_shown": len(shown), "data": {"rows": data}}
+
+
+def sample_path(stages: list[str], limit: int, bridges: list[bool] | None = None) -> list[int]:
+    """Which rows of a path to show when it is longer than ``limit``: the path's runs of one
+    stage (a bridge row, shown again, stays in the run it interrupts) each get a share of
+    the rows in proportion to their length (at least one while there is room), and show
+    their first rows: the whole curriculum at a glance, in order."""
+    n = len(stages)
+    if n <= limit:
+        return list(range(n))
+    runs: list[list[int]] = []
+    for k, st in enumerate(stages):
+        if runs and (stages[runs[-1][0]] == st or (bridges and bridges[k])):
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    quota = [0] * len(runs)
+    for i in range(min(limit, len(runs))):
+        quota[i] = 1
+    left = limit - sum(quota)
+    if left > 0:
+        extra = [len(r) - 1 for r in runs]
+        total = sum(extra) or 1
+        shares = [left * e / total for e in extra]
+        for i, sh in enumerate(shares):
+            quota[i] += int(sh)
+        rest = limit - sum(quota)
+        for i in sorted(range(len(runs)), key=lambda i: -(shares[i] - int(shares[i])))[:rest]:
+            quota[i] += 1
+    return [k for run, q in zip(runs, quota) for k in run[:min(q, len(run))]]
+
+
+def _vol_summary(vol: dict | None) -> dict | None:
+    if not vol:
+        return None
+    return {k: vol.get(k) for k in ("surprisal", "ripple_kl", "top1", "delta_nll", "drift_layer")}
+
+
+def _row_data(r: dict, text: str, tf, rp, vol: dict | None, fm) -> dict:
+    """What the page's script needs to draw a row's charts."""
+    out = {"step": r["step"], "edit": r["edits"][-1] if r["edits"] else "", "root": not r["parent_id"]}
+    if tf is not None:
+        _, offsets = fm.tk.encode_offsets(text)
+        shared = Counter(offsets)
+        out["toks"] = [_show(text[a:b]) + (" (part)" if shared[(a, b)] > 1 else "") for a, b in offsets]
+    if rp is not None:
+        n = len(tf.ids) if tf is not None else max(rp.positions + rp.new, default=-1) + 1
+        kl = [None] * n
+        for j, x in zip(rp.positions, rp.kl):
+            kl[j] = round(x, 5)
+        out.update(kl=kl, new=rp.new, start=rp.start)
+        m = rp.metrics()
+        out["ripple_kl"], out["top1"] = round(m["ripple_kl"], 4), round(m["top1"], 4)
+    stored = (vol or {}).get("drift")
+    if stored:
+        out.update(drift=[round(x, 5) for x in stored], drift_layer=(vol or {}).get("drift_layer"),
+                   drift_from="the dataset (expand --drift)")
+    elif rp is not None and rp.drift is not None:
+        out.update(drift=[round(x, 5) for x in rp.drift], drift_layer=rp.drift_layer, drift_from="computed here")
+    if fm is not None:
+        out["threshold"] = fm.threshold
+    return out
+
+
+def _show(s: str) -> str:
+    """A token's text with whitespace made visible."""
+    return s.replace("\r", "␍").replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·")
+
+
+def _token_spans(text: str, tf, new: set[int], tk) -> list[dict]:
+    """The text cut into its tokens, shaded by probability. Tokens that share characters (a
+    character spelled in several byte-level tokens) form one span with their joint
+    probability; every character of the text appears exactly once."""
+    if tf is None or tk is None:
+        return [{"text": _visible(text, False), "cls": "", "title": None}]
+    ids, offsets = tk.encode_offsets(text)
+    if ids != tf.ids:   # cannot happen with the same tokenizer; show the text plain rather than wrong
+        return [{"text": _visible(text, False), "cls": "", "title": None}]
+    groups: list[list[int]] = []
+    end = -1
+    for k, (a, b) in enumerate(offsets):
+        if groups and a < end:
+            groups[-1].append(k)
+            end = max(end, b)
+        else:
+            groups.append([k])
+            end = b
+    spans = []
+    for g, members in enumerate(groups):
+        start = 0 if g == 0 else offsets[members[0]][0]
+        stop = offsets[groups[g + 1][0]][0] if g + 1 < len(groups) else len(text)
+        piece = text[start:stop]
+        logp = sum(tf.logp[k] for k in members)
+        p = math.exp(logp)
+        ranks = [tf.rank[k] for k in members]
+        title = f"p {_prob(p)} · rank {ranks[0]}" if len(members) == 1 else \
+            f"p {_prob(p)} (joint, {len(members)} tokens) · ranks {', '.join(map(str, ranks))}"
+        cls = f"t b{_bin(p)}" + (" n" if any(k in new for k in members) else "") + \
+            (" ws" if piece and piece.strip(" ") == "" else "")
+        spans.append({"text": _visible(piece, True), "cls": cls, "title": title})
+    return spans
+
+
+def _visible(s: str, token: bool) -> str:
+    """Line breaks shown as ⏎ (and kept), tabs as ⇥; a token of spaces only as dots."""
+    if token and s and s.strip(" ") == "":
+        return "·" * len(s)
+    return s.replace("\r", "␍").replace("\t", "⇥\t").replace("\n", "⏎\n")
+
+
+def _bin(p: float) -> int:
+    return next(i for i, (lo, _) in enumerate(BINS) if p >= lo)
+
+
+def _prob(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+# ---------------------------------------------------------------- page
+
+
+def _page_context(name, manifest, rows, rejects, gaps, seeds, probe, limits, fields) -> dict:
+    from .recipe import METRICS
+
+    manifest = manifest or {}
+    model = manifest.get("model") or {}
+    cur = manifest.get("curriculum") or {}
+    unique = {}
+    for r in rows:
+        unique.setdefault(r["variant_id"], r)
+    scored = bool(model.get("scored"))
+    if rows:
+        from .export import variant_text
+
+        gaps = [{**g, "from_text": variant_text(unique[g["from"]]) if g["from"] in unique else "",
+                 "to_text": variant_text(unique[g["to"]]) if g["to"] in unique else ""} for g in gaps]
+    metric_hists = []
+    if scored:
+        variants = [r["volatility"] for r in unique.values() if r["parent_id"] and r.get("volatility")]
+        for k in METRICS:
+            h = histogram([v[k] for v in variants if v.get(k) is not None])
+            if h:
+                metric_hists.append({"name": k, **h})
+        layers = Counter(v.get("drift_layer") for v in variants if v.get("drift") is not None)
+        if layers:
+            keys = sorted(k for k in layers if k is not None) + ([None] if None in layers else [])
+            metric_hists.append({"name": "drift_layer", **category_bars(
+                [("none" if k is None else str(k), layers[k]) for k in keys])})
+    stage_rows = Counter(r["stage"] for r in rows)
+    stage_unique = Counter(r["stage"] for r in unique.values())
+    stage_order = list(dict.fromkeys(r["stage"] for r in sorted(rows, key=lambda r: (r["seed_id"], r["step"]))))
+    stage_hist = category_bars([(s, stage_rows[s]) for s in _stage_sorted(stage_order, manifest)],
+                               extra={s: stage_unique[s] for s in stage_rows}) if rows else None
+    cards = []
+    if manifest:
+        counts = manifest.get("counts") or {}
+        share = cur.get("within_step_share")
+        cards = [("seeds", len({r["seed_id"] for r in rows})), ("rows", len(rows)), ("unique variants", len(unique)),
+                 ("rejected", len(rejects)), ("steps within budget", f"{100 * share:.1f}%" if share is not None
+                                              else "n/a"),
+                 ("bridge rows", cur.get("bridged_rows", 0)), ("gaps", len(gaps)),
+                 ("duplicates merged", counts.get("duplicates", 0))]
+    return {
+        "title": f"microvar report — {name}" if name else "microvar response map",
+        "name": name, "version": __version__, "manifest": manifest, "model": model, "scored": scored,
+        "fields": fields is not None, "fields_model": fields.name if fields is not None else None,
+        "curriculum": cur, "cards": cards, "limits": limits, "bins": [{"cls": f"b{i}", "label": lab}
+                                                                   for i, (_, lab) in enumerate(BINS)],
+        "stage_hist": stage_hist, "metric_hists": metric_hists, "seeds": seeds,
+        "rejects": _rejects_view(rejects), "n_rejects": len(rejects), "gaps": gaps,
+        "seed_anchor": {s["id"]: s["anchor"] for s in seeds}, "probe": _probe_view(probe) if probe else None,
+        "has_dataset": bool(manifest), "metric_help": METRIC_HELP,
+    }
+
+
+def _stage_sorted(found: list[str], manifest: dict) -> list[str]:
+    """Stages in the recipe's order when the recipe text says it, else as found."""
+    for rec in (manifest.get("recipes") or {}).values():
+        m = re.search(r"^\s*stages\s+(.+)$", rec.get("text") or "", re.MULTILINE)
+        if m:
+            order = [s.strip() for s in m.group(1).split("#")[0].split(">")]
+            return [s for s in order if s in found] + [s for s in found if s not in order]
+    return found
+
+
+def histogram(values: list[float], bins: int = 20, width: int = 260, height: int = 64) -> dict | None:
+    """Bars for an inline SVG: equal bins from the minimum to the 98th percentile, the rest
+    in one overflow bar (volatility metrics have long tails)."""
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if not len(a):
+        return None
+    lo, top = float(a.min()), float(a.max())
+    hi = float(np.quantile(a, 0.98)) if len(a) >= 50 else top
+    if hi <= lo:
+        hi = lo + 1e-9
+        bins = 1
+    edges = np.linspace(lo, hi, bins + 1)
+    counts = np.histogram(a[a <= hi], edges)[0].tolist()
+    over = int((a > hi).sum())
+    cells = [(f"{_num(edges[i])} – {_num(edges[i + 1])}", c) for i, c in enumerate(counts)]
+    if over:
+        cells.append((f"> {_num(hi)} (up to {_num(top)})", over))
+    out = _bars(cells, width, height, overflow=bool(over))
+    out.update(n=len(a), lo=_num(lo), hi=_num(top), p50=_num(float(np.median(a))))
+    return out
+
+
+def category_bars(items: list[tuple[str, int]], width: int = 260, height: int = 64, extra: dict | None = None) -> dict:
+    out = _bars([(k, v) for k, v in items], width, height, labels=True)
+    out["items"] = [{"label": k, "count": v, "extra": (extra or {}).get(k)} for k, v in items]
+    out["n"] = sum(v for _, v in items)
+    return out
+
+
+def _bars(cells: list[tuple[str, float]], width: int, height: int, overflow: bool = False, labels: bool = False,
+          peak: float | None = None) -> dict:
+    n = max(len(cells), 1)
+    gap = 1 if n > 12 else 3
+    w = (width - gap * (n - 1)) / n
+    peak = peak or max((c for _, c in cells), default=0) or 1
+    bars = []
+    for i, (label, c) in enumerate(cells):
+        h = 0 if not c else max(1.5, (height - 2) * c / peak)
+        bars.append({"x": round(i * (w + gap), 2), "y": round(height - h, 2), "w": round(w, 2), "h": round(h, 2),
+                     "label": label, "count": c, "over": overflow and i == len(cells) - 1})
+    return {"bars": bars, "width": width, "height": height, "peak": peak, "labels": labels}
+
+
+def _num(x) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, int | np.integer):
+        return str(int(x))
+    x = float(x)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    if abs(x) >= 0.01:
+        return f"{x:.3f}"
+    return f"{x:.1e}"
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|«[^»]*»")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _reason(r: dict) -> str:
+    """A reject's reason with its particulars (numbers, quoted text) replaced, to group by."""
+    detail = r.get("detail") or ""
+    if r.get("check") == "budget":
+        if r.get("limit"):
+            return f"over the budget {r['limit']}"
+        if detail.startswith("its parent"):
+            return "its parent was removed by the budget"
+    if detail.startswith("seed rejected"):
+        detail = "seed rejected: " + detail.split(":", 1)[1] if ":" in detail else detail
+    return _NUMBER.sub("N", _QUOTED.sub("‘…’", detail))
+
+
+def _rejects_view(rejects: list[dict]) -> list[dict]:
+    by_check: dict[str, Counter] = {}
+    example: dict[tuple[str, str], dict] = {}
+    for r in rejects:
+        check = r.get("check") or "?"
+        why = _reason(r)
+        by_check.setdefault(check, Counter())[why] += 1
+        example.setdefault((check, why), r)
+    out = []
+    for check, reasons in sorted(by_check.items(), key=lambda kv: -sum(kv[1].values())):
+        total = sum(reasons.values())
+        items = [{"reason": why, "count": c, "share": c / total,
+                  "example": example[(check, why)]} for why, c in reasons.most_common(10)]
+        out.append({"check": check, "count": total, "reasons": items, "more": max(0, len(reasons) - 10)})
+    return out
+
+
+def _probe_view(probe: dict) -> dict:
+    """The response map with its small charts precomputed; within a table the charts of all
+    kinds share one scale, so kinds compare at a glance."""
+    from .field import BUCKETS
+
+    threshold = probe["options"]["drift_threshold"]
+    layers = probe["model"]["layers"]
+
+    def table(kinds: dict) -> list[dict]:
+        kl_peak = max((v for k in kinds.values() for v in k["ripple_kl"]["by_distance"].values() if v is not None),
+                      default=0) or 1
+        drift_peak = max([threshold * 1.4] + [max(k["drift"]["curve"]) for k in kinds.values() if k["drift"]["curve"]])
+        rows = []
+        for kind, k in kinds.items():
+            by, pos = k["ripple_kl"]["by_distance"], k["ripple_kl"]["positions"]
+            ripple = _bars([(f"{b} tokens after the edit: KL {_num(by[b])} over {pos[b]} positions",
+                             0 if by[b] is None else by[b]) for b in BUCKETS], 120, 28, peak=kl_peak)
+            curve = k["drift"]["curve"]
+            first = k["drift"]["layers"]
+            cells = [(f"layer {i}: {first.get(str(i), 0)} variants", first.get(str(i), 0)) for i in range(1, layers + 1)]
+            cells.append((f"never: {first.get('none', 0)} variants", first.get("none", 0)))
+            rows.append({"kind": kind, "k": k, "ripple": ripple,
+                         "drift": _line(curve, 160, 36, drift_peak, threshold) if curve else None,
+                         "first": _bars(cells, 120, 28, overflow=True) if k["drift"]["n"] else None})
+        return rows
+
+    return {"meta": probe, "kinds": table(probe["kinds"]), "buckets": list(BUCKETS),
+            "seeds": [{"id": s["id"], "text": s["text"], "variants": s["variants"], "rejected": s["rejected"],
+                       "note": s.get("note"), "kinds": table(s["kinds"]), "detail": s["detail"]}
+                      for s in probe["seeds"]]}
+
+
+def _line(values: list[float], width: int, height: int, peak: float, threshold: float) -> dict:
+    n = max(len(values) - 1, 1)
+
+    def y(v: float) -> float:
+        return height - 2 - (height - 4) * min(v, peak) / peak
+
+    pts = " ".join(f"{width * i / n:.1f},{y(v):.1f}" for i, v in enumerate(values))
+    return {"points": pts, "width": width, "height": height, "peak": _num(max(values)), "layers": len(values),
+            "thr_y": round(y(threshold), 1)}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from .probe import _write_atomic as write
+
+    write(path, text)
