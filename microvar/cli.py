@@ -285,6 +285,9 @@ def probe(seeds, out, recipes, model, variants, seed, device, dtype, batch_token
     """Measure how the reference model reacts to each kind of edit of SEEDS: per seed and edit
     kind, surprisal, ripple KL by distance from the edit, top-1 agreement and the layer where
     hidden states start to drift; written to OUT as JSON (schema microvar.probe/1)."""
+    from .train import passive_openmp
+
+    passive_openmp()  # before torch loads: a busy CPU otherwise slows every forward many times
     from .probe import ProbeOptions, run_probe
 
     opts = ProbeOptions(seeds, out, list(recipes), model, variants, seed, device, dtype, batch_tokens, drift_threshold,
@@ -334,6 +337,9 @@ def report(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed,
     """Write a self-contained HTML report of the dataset OUT: per seed its curriculum path as
     token probability fields, the ripple and layer drift of each variant, histograms of stages
     and volatility, rejects by reason and bridge gaps."""
+    from .train import passive_openmp
+
+    passive_openmp()  # before torch loads: a busy CPU otherwise slows every forward many times
     from .report import ReportOptions, build_report
 
     opts = ReportOptions(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed, device, dtype,

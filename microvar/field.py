@@ -15,10 +15,10 @@ the first unchanged position after the first changed run (1 = the first token af
 an edit that changes several places, like wrap or reorder, is measured from its first one).
 
 Computation: plain right-padded batched forwards under a token budget (the LM head on real
-positions only); a parent's full distributions are held while its children are compared
-(``compare``) and the most recent full results are kept up to ``cache_bytes`` (a parent was
-usually just computed as a child), so memory follows that budget, not the corpus. Token
-fields are cached by text."""
+positions only). ``compare`` takes parents with their children, running ahead over the next
+parents while the results fit half of ``cache_bytes``; the most recent full results are kept
+up to ``cache_bytes`` (a parent was usually just computed as a child), so memory follows that
+budget, not the corpus. Token fields are cached by text."""
 
 from __future__ import annotations
 

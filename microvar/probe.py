@@ -194,12 +194,29 @@ def run_probe(opts: ProbeOptions) -> dict:
         "kinds": {k: totals[k].to_json(opts.drift_threshold) for k in _ordered(totals)},
         "seeds": seeds_out,
     }
-    _write_atomic(opts.out, json.dumps(result, ensure_ascii=False, indent=1) + "\n")
+    _write_atomic(opts.out, dumps(result) + "\n")
     n_var = sum(a.n for a in totals.values())
     log.info("model loaded in %.1f s", loaded - started)
     result["_timing"] = {"seconds": seconds, "load_seconds": loaded - started, "variants": n_var,
                          "positions": fm.positions}
     return result
+
+
+def dumps(obj, indent: int = 0) -> str:
+    """Indented JSON with every container of plain values on one line: a curve, a bucket
+    table or a variant's record reads as one line."""
+    def plain(x) -> bool:
+        return not isinstance(x, dict | list)
+
+    if plain(obj) or (isinstance(obj, list) and all(map(plain, obj))) or \
+            (isinstance(obj, dict) and all(map(plain, obj.values()))):
+        return json.dumps(obj, ensure_ascii=False)
+    pad = " " * (indent + 1)
+    if isinstance(obj, dict):
+        body = ",\n".join(f"{pad}{json.dumps(k, ensure_ascii=False)}: {dumps(v, indent + 1)}" for k, v in obj.items())
+        return "{\n" + body + "\n" + " " * indent + "}"
+    body = ",\n".join(pad + dumps(v, indent + 1) for v in obj)
+    return "[\n" + body + "\n" + " " * indent + "]"
 
 
 def _ordered(d) -> list[str]:

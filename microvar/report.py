@@ -86,13 +86,17 @@ def build_report(opts: ReportOptions) -> list[str]:
         chosen = chosen[:opts.max_seeds]
     fm, model_note = _field_model(opts, manifest)
     gaps = (manifest.get("curriculum") or {}).get("gaps") or []
-    rejects_of = Counter(r.get("seed_id") for r in rejects)
+    gaps_of: dict[str, list[dict]] = {}
+    for g in gaps:
+        gaps_of.setdefault(g["seed_id"], []).append(g)
+    rejects_of: dict[str, list[dict]] = {}
+    for r in rejects:
+        rejects_of.setdefault(r.get("seed_id"), []).append(r)
     seeds = []
     bar = tqdm(chosen, unit="seed", leave=False, desc="report", disable=not opts.progress)
     for idx, sid in enumerate(bar):
-        seeds.append(_seed_view(idx, sid, by_seed[sid], fm, opts.rows_per_seed,
-                                [g for g in gaps if g["seed_id"] == sid],
-                                [r for r in rejects if r.get("seed_id") == sid] if rejects_of[sid] else []))
+        seeds.append(_seed_view(idx, sid, by_seed[sid], fm, opts.rows_per_seed, gaps_of.get(sid, []),
+                                rejects_of.get(sid, [])))
         if fm is not None:
             fm.clear()
     bar.close()
@@ -219,9 +223,11 @@ def _field_model(opts: ReportOptions, manifest: dict) -> tuple[_Fields | None, s
                             f"({(manifest.get('tokenizer') or {}).get('name')}); token fields would not match the "
                             "rows. Pass the dataset's model, or --model none")
     lm = load_model(ref, opts.device, opts.dtype)
-    threshold = (manifest.get("model") or {}).get("drift_threshold") or 0.1
-    return _Fields(FieldModel(lm, tk, batch_tokens=opts.batch_tokens, drift_threshold=threshold), lm.name,
-                   lm.device), None
+    info = manifest.get("model") or {}
+    threshold = info.get("drift_threshold") or 0.1
+    stored = bool(info.get("scored") and info.get("drift"))   # drift curves are in the rows: no hidden states needed
+    fm = FieldModel(lm, tk, batch_tokens=opts.batch_tokens, drift_threshold=threshold, hidden=not stored)
+    return _Fields(fm, lm.name, lm.device), None
 
 
 # ---------------------------------------------------------------- seeds
@@ -372,8 +378,8 @@ def _token_spans(text: str, tf, new: set[int], tk) -> list[dict]:
         logp = sum(tf.logp[k] for k in members)
         p = math.exp(logp)
         ranks = [tf.rank[k] for k in members]
-        title = f"p {_prob(p)} · rank {ranks[0]}" if len(members) == 1 else \
-            f"p {_prob(p)} (joint, {len(members)} tokens) · ranks {', '.join(map(str, ranks))}"
+        title = f"{_show(piece)}   p {_prob(p)} · rank {ranks[0]}" if len(members) == 1 else \
+            f"{_show(piece)}   p {_prob(p)} (joint, {len(members)} tokens) · ranks {', '.join(map(str, ranks))}"
         cls = f"t b{_bin(p)}" + (" n" if any(k in new for k in members) else "") + \
             (" ws" if piece and piece.strip(" ") == "" else "")
         spans.append({"text": _visible(piece, True), "cls": cls, "title": title})
