@@ -167,8 +167,8 @@ class Summary:
             return []
         share = f"{100 * self.path_within / self.path_steps:.1f}%" if self.path_steps else "n/a"
         out = [f"curriculum: {cur['rows']} rows, schedule {cur['schedule']}, phases "
-               f"{', '.join(map(str, cur['phases']))}; each seed presented at least "
-               f"{cur['presentations'] or 'its recipe’s repeat'} times ({cur['restarts']} path restarts)",
+               f"{', '.join(map(str, cur['phases']))}; each seed presented at least {cur['presentations']} times "
+               f"({cur['presentations_from']}; {cur['restarts']} restarts of a repeated path)",
                f"drift paths: {self.path_within} of {self.path_steps} consecutive same-seed steps within the step "
                f"budget ({share}); {self.bridged} rows shown again as bridges; {len(self.gaps)} gaps"]
         if self.stage_rows:
@@ -363,7 +363,9 @@ def _assemble(paths: list[list[dict]], opts: Options, default: Recipe, summary: 
     rows = []
     last_step: dict[str, int] = {}
     cur = summary.curriculum
-    cur.update(schedule=how, rows=len(ordered), phases=phases, restarts=0, presentations=opts.presentations)
+    shown = opts.presentations or min((path[0]["presentations"] for path in paths), default=0)
+    cur.update(schedule=how, rows=len(ordered), phases=phases, restarts=0, presentations=shown,
+               presentations_from="--presentations" if opts.presentations else "recipe repeat")
     for i, (rep, r) in enumerate(ordered):
         prev = last_step.get(r["seed_id"])
         if prev is not None and r["step"] != prev + 1:
