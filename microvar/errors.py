@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 
+def location(file: str, line: int | None, column: int | None = None) -> str:
+    """``FILE[:LINE[:COL]]``, the way compilers and editors link to a place."""
+    parts = [file]
+    if line is not None:
+        parts.append(str(line))
+        if column is not None:
+            parts.append(str(column))
+    return ":".join(parts)
+
+
 class MicrovarError(Exception):
     """A problem with the user's input or set-up, with a message meant for a person."""
 
@@ -17,12 +27,7 @@ class InputError(MicrovarError):
 
     @property
     def where(self) -> str:
-        parts = [self.file]
-        if self.line is not None:
-            parts.append(str(self.line))
-            if self.column is not None:
-                parts.append(str(self.column))
-        return ":".join(parts)
+        return location(self.file, self.line, self.column)
 
     def render(self) -> str:
         text = f"{self.where}: {self.message}"

@@ -141,6 +141,17 @@ def write_dataset(directory: Path, rows: list[dict], fmt: str = "text") -> None:
     Dataset.from_dict(data, features=features(fmt)).save_to_disk(str(directory), num_shards=None if rows else 1)
 
 
+def read_manifest(out: Path) -> dict:
+    """OUT's manifest.json; MicrovarError when OUT is not what microvar expand writes."""
+    path = Path(out) / "manifest.json"
+    if not path.is_file():
+        raise MicrovarError(f"{out}: not a dataset written by microvar expand (no manifest.json)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise MicrovarError(f"{path}: not valid JSON: {e}") from None
+
+
 def write_jsonl(path: Path, records: list[dict]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for r in records:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from rapidfuzz.distance import Levenshtein
 
-from .errors import InputError
+from .errors import InputError, location
 from .markup import Alt, MarkupSyntaxError, Opt, Swap, parse_markup, render_original
 from .recipe import Recipe, load_recipe, parse_recipe
 from .resources import data_dir
@@ -64,12 +64,7 @@ class Problem:
 
     @property
     def where(self) -> str:
-        parts = [self.file]
-        if self.line is not None:
-            parts.append(str(self.line))
-            if self.column is not None:
-                parts.append(str(self.column))
-        return ":".join(parts)
+        return location(self.file, self.line, self.column)
 
     def render(self) -> str:
         out = [f"{self.where}: {self.severity}: {self.message} [{self.code}]"]

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import __version__
 from .errors import MicrovarError
+from .export import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +152,7 @@ def render_page(context: dict) -> str:
 def _read_out(out: Path) -> tuple[dict, list[dict], list[dict]]:
     from datasets import load_from_disk
 
-    path = out / "manifest.json"
-    if not path.is_file():
-        raise MicrovarError(f"{out}: not a dataset written by microvar expand (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise MicrovarError(f"{path}: not valid JSON: {e}") from None
+    manifest = read_manifest(out)
     try:
         ds = load_from_disk(str(out))
     except Exception as e:  # noqa: BLE001 (datasets raises several kinds; all mean "not a dataset directory")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import MicrovarError
-from .export import check_target, format_of, staging, write_json
+from .export import check_target, format_of, read_manifest, staging, write_json
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,9 @@ def read_dataset(out: Path):
     out = Path(out)
     if not out.is_dir():
         raise MicrovarError(f"{out}: no such dataset directory")
-    manifest_path = out / "manifest.json"
-    if not (out / "state.json").is_file() or not manifest_path.is_file():
-        raise MicrovarError(f"{out}: not a dataset written by microvar expand (no state.json or manifest.json)")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise MicrovarError(f"{manifest_path}: not valid JSON: {e}") from None
+    if not (out / "state.json").is_file():
+        raise MicrovarError(f"{out}: not a dataset written by microvar expand (no state.json)")
+    manifest = read_manifest(out)
     try:
         empty = json.loads((out / "state.json").read_text(encoding="utf-8")).get("_data_files") == []
     except ValueError:
