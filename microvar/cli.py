@@ -25,6 +25,25 @@ class _Handled(click.Group):
             sys.exit(2)
 
 
+def _budget_limits(texts: tuple[str, ...]) -> list:
+    """--budget values (each 'METRIC<=X, ...') as limits; a bad one is the user's error."""
+    from .recipe import parse_limits
+
+    limits = []
+    for text in texts:
+        try:
+            limits.extend(parse_limits(text))
+        except ValueError as e:
+            raise MicrovarError(f"--budget {text!r}: {e}") from None
+    return limits
+
+
+def _report(lines: list[str], wrote: Path) -> None:
+    for line in lines:
+        click.echo(line, err=True)
+    click.echo(f"wrote {wrote}", err=True)
+
+
 @click.group(cls=_Handled)
 @click.version_option(__version__, prog_name="microvar")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens, to stderr.")
@@ -83,15 +102,8 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
     """Expand SEEDS (JSONL file, or - for stdin) into an Arrow dataset at OUT, each variant
     scored by the reference model and held to the volatility budget."""
     from .pipeline import Options, run_expand
-    from .recipe import parse_limits
-
     score = model != "none"
-    limits = []
-    for text in budget:
-        try:
-            limits.extend(parse_limits(text))
-        except ValueError as e:
-            raise MicrovarError(f"--budget {text!r}: {e}") from None
+    limits = _budget_limits(budget)
     opts = Options(seeds, out, list(recipes), model if score else None, tokenizer, variants, seed, skip_invalid,
                    overwrite, split_long, progress=not quiet and sys.stderr.isatty(), score=score, device=device,
                    dtype=dtype, batch_tokens=batch_tokens, drift=drift, drift_threshold=drift_threshold,
@@ -103,9 +115,7 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
         raise MicrovarError("--chat-template is for --format messages")
     summary = run_expand(opts)
     if not quiet:
-        for line in summary.lines():
-            click.echo(line, err=True)
-        click.echo(f"wrote {out}", err=True)
+        _report(summary.lines(), out)
 
 
 @main.command()
@@ -167,14 +177,7 @@ def preview(seeds, seed_id, recipes, model, tokenizer, device, budget, variants,
     import json
 
     from .preview import PreviewOptions, build_preview, print_preview
-    from .recipe import parse_limits
-
-    limits = []
-    for text in budget:
-        try:
-            limits.extend(parse_limits(text))
-        except ValueError as e:
-            raise MicrovarError(f"--budget {text!r}: {e}") from None
+    limits = _budget_limits(budget)
     pv = build_preview(PreviewOptions(seeds, seed_id, list(recipes), None if model == "none" else model,
                                       tokenizer, score=model != "none", device=device, budget=tuple(limits),
                                       variants=variants, seed=seed, bridges=bridges))
@@ -256,9 +259,7 @@ def train(out, model, output, level, steps, batch_size, lr, lora_r, device, seed
     report = run_train(out, model, output, level, steps, batch_size=batch_size, lr=lr, lora_r=lora_r,
                        device=device, overwrite=overwrite, seed=seed, progress=not quiet and sys.stderr.isatty())
     if not quiet:
-        for line in report.lines():
-            click.echo(line, err=True)
-        click.echo(f"wrote {output}", err=True)
+        _report(report.lines(), output)
 
 
 @main.command()

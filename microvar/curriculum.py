@@ -42,7 +42,7 @@ class Gap:
 
 
 @dataclass
-class Path:
+class DriftPath:
     """One seed's variants in path order, with the distance of each step from the row before."""
     seed_id: str
     rows: list[Variant]
@@ -62,6 +62,13 @@ class StepMeasure:
     def __init__(self, markers: list[str], marker_cost) -> None:
         self.markers = markers
         self.cost = {m: marker_cost(m) for m in markers}
+
+    @classmethod
+    def of(cls, recipe: Recipe, marker_cost) -> StepMeasure:
+        """The measure for a recipe's markers and their closing forms."""
+        from .edits.base import closing
+
+        return cls(list(recipe.markers) + [closing(m) for m in recipe.markers], marker_cost)
 
     def __call__(self, a: Variant, b: Variant) -> int:
         dist = Levenshtein.distance(a.ids, b.ids)
@@ -109,7 +116,7 @@ class _Steps:
         return self.dist(a, b) <= self.budget(a, b)
 
 
-def drift_path(kept: list[Variant], recipe: Recipe, measure: StepMeasure, bridges: int = 2) -> Path:
+def drift_path(kept: list[Variant], recipe: Recipe, measure: StepMeasure, bridges: int = 2) -> DriftPath:
     """The seed's path (see the module's doc). Within a stage it takes the least volatile
     variant within the step budget of the current row. When none is near, it may go back
     through up to ``bridges`` rows of the same phase already shown (each step within the
@@ -117,7 +124,7 @@ def drift_path(kept: list[Variant], recipe: Recipe, measure: StepMeasure, bridge
     root = kept[0]
     st = _Steps(recipe, measure)
     rank = {s: i for i, s in enumerate(recipe.stages)}
-    path = Path(root.seed_id, [root], [0], [0])
+    path = DriftPath(root.seed_id, [root], [0], [0])
     shown_rows = [root]
     shown = {root.variant_id}
 
@@ -186,7 +193,7 @@ def schedule(sequences: list[list], how: str) -> list:
     if how == "blocked":
         return [x for seq in sequences for x in seq]
     if how == "interleaved":
-        out, k = [], 0
+        out = []
         longest = max((len(s) for s in sequences), default=0)
         for k in range(longest):
             out.extend(seq[k] for seq in sequences if k < len(seq))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .score import _batches, _split_model, alignment, context_token
+from .score import _batches, _split_model, alignment, context_token, pad_batch
 
 BUCKETS = ("1", "2", "3", "4-7", "8-15", "16+")
 
@@ -209,13 +209,8 @@ class FieldModel:
         result: list[_Full | None] = [None] * len(texts)
         overhead = max(16, self.batch_tokens // 16)
         for batch in _batches(order, lambda i: len(all_ids[i]) + 1, self.batch_tokens, self.max_rows, overhead):
-            inputs = [[self.ctx] + all_ids[i] for i in batch]
-            T = max(len(x) for x in inputs)
-            x = torch.zeros(len(batch), T, dtype=torch.long)
-            mask = torch.zeros(len(batch), T, dtype=torch.long)
-            for b, seq in enumerate(inputs):
-                x[b, :len(seq)] = torch.tensor(seq)
-                mask[b, :len(seq)] = 1
+            x, mask, _ = pad_batch([[self.ctx] + all_ids[i] for i in batch])
+            T = x.shape[1]
             kwargs = {"input_ids": x.to(self.device), "attention_mask": mask.to(self.device), "use_cache": False,
                       "output_hidden_states": self.hidden}
             lengths = [len(all_ids[i]) for i in batch]
@@ -228,7 +223,7 @@ class FieldModel:
             else:
                 out = self.model(**kwargs)
                 logits = out.logits.reshape(-1, out.logits.shape[-1]).index_select(0, real)
-            self.positions += sum(len(s) for s in inputs)
+            self.positions += sum(n + 1 for n in lengths)  # with the context token
             logps = torch.split(torch.log_softmax(logits.float(), -1), lengths)
             hidden = torch.stack(out.hidden_states, 1) if self.hidden else None   # [B, L+1, T, H]
             for b, i in enumerate(batch):

@@ -20,7 +20,6 @@ from . import __version__
 from .budget import BudgetStats, apply_budget, combine, volatility_record
 from .card import write_card
 from .curriculum import DEFAULT_SCHEDULE, StepMeasure, drift_path, repeats_for, schedule
-from .edits.base import closing
 from .errors import InputError, InputErrors, MicrovarError
 from .expand import Expander, Reject, SeedResult
 from .export import (
@@ -245,12 +244,7 @@ def run_expand(opts: Options) -> Summary:
     tk, ref = load_tokenizer(opts.model, opts.tokenizer)
     chat_template = _chat_template(opts, tk) if opts.format == "messages" else None
     lm = load_reference(opts, tk) if opts.score else None
-    advisor = None
-    if lm is not None:
-        from .advisor import Advisor
-
-        advisor = Advisor(lm, tk)
-    expander = Expander(tk, seed=opts.seed, variants=opts.variants, advisor=advisor)
+    expander = make_expander(opts, tk, lm)
     used = list({id(r): r for r in [default, *recipes.values()]}.values())  # each recipe once
     budgets = {id(r): combine(r.budget, opts.budget) for r in used}
     needs_model = sorted({e.kind for r in used for e in r.edits if e.kind in MODEL_EDITS}) if lm is None else []
@@ -272,8 +266,7 @@ def run_expand(opts: Options) -> Summary:
 
     def measure(recipe: Recipe) -> StepMeasure:
         if id(recipe) not in measures:
-            markers = list(recipe.markers) + [closing(m) for m in recipe.markers]
-            measures[id(recipe)] = StepMeasure(markers, lambda m: expander.marker_cost(m))
+            measures[id(recipe)] = StepMeasure.of(recipe, expander.marker_cost)
         return measures[id(recipe)]
 
     for k, chunk in enumerate(shards):
@@ -471,6 +464,16 @@ class Work:
 
     def finish(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def make_expander(opts: Options, tk: RefTokenizer, lm) -> Expander:
+    """The expander of a run: model-guided edits when there is a reference model."""
+    advisor = None
+    if lm is not None:
+        from .advisor import Advisor
+
+        advisor = Advisor(lm, tk)
+    return Expander(tk, seed=opts.seed, variants=opts.variants, advisor=advisor)
 
 
 def load_reference(opts: Options, tk: RefTokenizer):

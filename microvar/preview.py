@@ -144,9 +144,14 @@ def build_preview(opts: PreviewOptions) -> Preview:
     """Expand (and score, unless --model none) one seed the way ``microvar expand`` does."""
     from .budget import BudgetStats, apply_budget, combine
     from .curriculum import StepMeasure, drift_path, repeats_for
-    from .edits.base import closing
-    from .expand import Expander
-    from .pipeline import Options, Summary, _scored, choose_recipes, load_reference
+    from .pipeline import (
+        Options,
+        Summary,
+        _scored,
+        choose_recipes,
+        load_reference,
+        make_expander,
+    )
     from .seeds import read_seeds
     from .tokens import load_tokenizer
 
@@ -168,12 +173,7 @@ def build_preview(opts: PreviewOptions) -> Preview:
                     progress=False, score=opts.score, device=opts.device, budget=opts.budget, bridges=opts.bridges)
     tk, _ = load_tokenizer(popts.model, popts.tokenizer)
     lm = load_reference(popts, tk) if opts.score else None
-    advisor = None
-    if lm is not None:
-        from .advisor import Advisor
-
-        advisor = Advisor(lm, tk)
-    expander = Expander(tk, seed=opts.seed, variants=opts.variants, advisor=advisor)
+    expander = make_expander(popts, tk, lm)
     result = expander.expand(seed, recipe)
     made = result.counts["made"]
     every = {v.variant_id: v for v in result.kept}      # before the budget removes any
@@ -191,8 +191,7 @@ def build_preview(opts: PreviewOptions) -> Preview:
     rows: list[Row] = []
     gaps = bridged = repeats = 0
     if result.kept:
-        markers = list(recipe.markers) + [closing(m) for m in recipe.markers]
-        path = drift_path(result.kept, recipe, StepMeasure(markers, expander.marker_cost), opts.bridges)
+        path = drift_path(result.kept, recipe, StepMeasure.of(recipe, expander.marker_cost), opts.bridges)
         gaps, bridged, repeats = len(path.gaps), path.bridged, repeats_for(len(path.rows), recipe.repeat)
         seen: set[str] = set()
         for k, (v, dist, budget) in enumerate(zip(path.rows, path.distances, path.budgets)):

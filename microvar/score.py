@@ -156,6 +156,17 @@ def alignment(ref: list[int], ids: list[int]) -> tuple[int, list[int], list[tupl
     return f, new, blocks
 
 
+def pad_batch(inputs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Right-padded token ids, their attention mask, and each row's length."""
+    lengths = [len(x) for x in inputs]
+    ids = torch.zeros(len(inputs), max(lengths), dtype=torch.long)
+    mask = torch.zeros(len(inputs), max(lengths), dtype=torch.long)
+    for b, x in enumerate(inputs):
+        ids[b, :len(x)] = torch.tensor(x)
+        mask[b, :len(x)] = 1
+    return ids, mask, lengths
+
+
 def cache_kwarg(model) -> str:
     """transformers 5.24 renamed ``past_key_values`` to ``cache``; earlier 5.x take the old name."""
     import inspect
@@ -243,13 +254,7 @@ class Scorer:
         seeds: list[_Seq | None] = [None] * len(window)
         for batch in _batches(order, lambda i: len(window[i].seed_ids) + 1, self.batch_tokens, self.max_rows):
             inputs = [[self.ctx] + window[i].seed_ids for i in batch]
-            T = max(len(x) for x in inputs)
-            ids = torch.zeros(len(batch), T, dtype=torch.long)
-            mask = torch.zeros(len(batch), T, dtype=torch.long)
-            for b, x in enumerate(inputs):
-                ids[b, :len(x)] = torch.tensor(x)
-                mask[b, :len(x)] = 1
-            lengths = [len(x) for x in inputs]
+            ids, mask, lengths = pad_batch(inputs)
             logps, hidden, layers = self._forward(ids, mask, None, None, lengths)
             for b, i in enumerate(batch):
                 n = lengths[b]

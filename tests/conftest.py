@@ -28,6 +28,19 @@ def tk():
 
 
 @pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the test tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
 def write_seeds(tmp_path):
     """Write seeds (dicts, or raw str lines) to a JSONL file; returns its path."""
     def write(rows, name="seeds.jsonl", raw: bytes | None = None) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -29,13 +28,7 @@ SEEDS = [
 RECIPE_NOTE = "# Рецепт для проверки карточки: 你好, мир"
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the test tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def expand(tmp: Path, name: str, *args: str) -> Path:

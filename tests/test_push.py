@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 from pathlib import Path
 
 import httpx2
@@ -29,13 +28,7 @@ URL = "https://huggingface.co/datasets/user/ds"
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the test tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+def offline_hub(no_network, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # whatever the environment says
 
 
