@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .score import cache_kwarg, context_token
+from .score import cache_kwarg, context_token, pad_batch
 
 _LETTERS = re.compile(r"^[^\W\d_]+$")
 MIN_LOGP = -7.0   # alternatives the model gives under ~0.1% are noise, not microvariants
@@ -51,6 +51,29 @@ class Advisor:
         logp = torch.log_softmax(out.logits[0].float(), -1)
         self._probe = Probe(text, ids, offsets, logp, getattr(out, "cache", None) or out.past_key_values)
         return self._probe
+
+    @torch.inference_mode()
+    def nll(self, texts: list[str], batch_tokens: int = 1024) -> list[float]:
+        """Total NLL (nats) of each text behind the context token, in batches of about
+        batch_tokens positions (logits over a 262k vocabulary are 1 MB a position)."""
+        encoded = self.tk.encode(texts)
+        order = sorted(range(len(texts)), key=lambda k: len(encoded[k]))
+        out = [0.0] * len(texts)
+        while order:
+            width = len(encoded[order[0]]) + 1
+            take = max(1, batch_tokens // max(width, len(encoded[order[-1]]) + 1))
+            group, order = order[-take:], order[:-take]
+            ids, mask, lengths = pad_batch([[self.ctx] + encoded[k] for k in group])
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logits = logits[:, :-1].float()
+            target = ids[:, 1:, None].to(self.device)
+            tok = logits.gather(-1, target)[..., 0] - torch.logsumexp(logits, -1)
+            for b, k in enumerate(group):
+                out[k] = float(-tok[b, :lengths[b] - 1].sum())
+        return out
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tk.encode(texts)]
 
     def surprisal(self, probe: Probe, start: int, end: int) -> float:
         """Nats the model spends on the characters start..end-1 (their tokens, summed)."""

@@ -14,9 +14,10 @@ from jinja2 import TemplateError
 
 from .edits import EDITS, Doc, State, render, stage_of
 from .edits.base import closing
-from .markup import Lit
-from .propose import propose
+from .markup import Lit, Swap
+from .propose import ReorderRule, propose
 from .recipe import Recipe
+from .reorder import DEFAULT_MARGIN, ReorderStats, is_code
 from .seeds import Seed
 from .tokens import Candidate, RefTokenizer, align, run_checks
 
@@ -83,18 +84,35 @@ class Expander:
     def __init__(self, tk: RefTokenizer, seed: int = 0, variants: int | None = None, advisor=None) -> None:
         self.tk, self.seed, self.cap_override, self.advisor = tk, seed, variants, advisor
         self._marker_cost: dict[str, int] = {}
+        self.reorder_stats = ReorderStats()
 
     def marker_cost(self, marker: str) -> int:
         if marker not in self._marker_cost:
             self._marker_cost[marker] = len(self.tk.encode([" " + marker])[0])
         return self._marker_cost[marker]
 
+    def reorder_rule(self, seed: Seed, recipe: Recipe) -> ReorderRule | None:
+        """Rule-proposed swaps: plain prose seeds only (a designer who wrote markup chose the
+        edits, and {~...} spans say where order may change; code never reorders)."""
+        spec = recipe.edit("reorder")
+        if spec is None:
+            return None
+        self.reorder_stats.margin = spec.args[0] if spec.args else DEFAULT_MARGIN
+        if seed.parts is not None:
+            self.reorder_stats.skipped_markup += not any(isinstance(p, Swap) for p in seed.parts)
+            return None
+        if is_code(seed.meta):
+            self.reorder_stats.skipped_code += 1
+            return None
+        return ReorderRule(self.reorder_stats.margin, self.reorder_stats)
+
     def make_doc(self, seed: Seed, recipe: Recipe, rng: random.Random) -> Doc:
         parts = list(seed.parts) if seed.parts is not None else [Lit(seed.text)]
-        n_swaps = 2 if recipe.edit("reorder") else 0
+        reorder = self.reorder_rule(seed, recipe)
         swap_model = recipe.edit("swap_model")
         model_swaps = swap_model.args[0] if swap_model and self.advisor else 0
-        parts = propose(parts, recipe.anchors if recipe.edit("mark") else 0, n_swaps, rng, self.advisor, model_swaps)
+        parts = propose(parts, recipe.anchors if recipe.edit("mark") else 0, 2 if reorder else 0, rng,
+                        self.advisor, model_swaps, reorder=reorder)
         continuation, source = seed.continuation, "given"
         if not continuation and recipe.edit("grow_model") and self.advisor:
             continuation, source = self.advisor.continuation(seed.text) or None, "model"

@@ -1,36 +1,35 @@
-"""Proposals for seeds without markup (or markup without anchors/swaps): which words become
-anchors, which adjacent words may trade places, which words the model may substitute. With
+"""Proposals for seeds without markup (or markup without anchors): which words become
+anchors, which word pairs of a plain seed may trade places, which words the model may
+substitute. With
 no model, anchors are the longest content words; with one (an Advisor), the words the model
 finds most surprising."""
 
 from __future__ import annotations
 
 import random
-import re
+from dataclasses import dataclass
 
 from .markup import Alt, Anchor, Lit, Part, Swap
-
-WORD = re.compile(r"[^\W\d_][\w'’-]*[^\W_]|[^\W\d_]")
-
-# Frequent function words that make poor anchors (English and Russian).
-STOPWORDS = frozenset("""
-a an the and or but if then else of in on at to for from by with without into onto over under
-is are was were be been being this that these those it its as not no yes do does did have has had
-will would can could should may might must there their they them he she we you your our his her
-what which who whom whose when where why how all any each some such than too very just also only
-и в во на не что это как но а с со к ко по из за от до для о об же ли бы то так или ни да
-его её ее их он она оно они мы вы ты я был была было были быть есть при без под над
-""".split())  # noqa: SIM905 (a word list reads better as text)
+from .reorder import DEFAULT_MARGIN, ReorderStats, candidates, choose
+from .words import STOPWORDS, WORD
 
 
 def _initial_text(p: Part) -> str:
     return p.options[0] if isinstance(p, Alt) else p.text
 
 
+@dataclass
+class ReorderRule:
+    """How a seed may get rule-proposed word swaps (None: it may not: markup, or code)."""
+    margin: float = DEFAULT_MARGIN
+    stats: ReorderStats | None = None
+
+
 def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random, advisor=None,
-            model_swaps: int = 0, n_substitute: int = 3) -> list[Part]:
-    """Add anchors (and swappable word pairs, and model alternatives for up to
-    ``n_substitute`` words when ``model_swaps`` > 0) inside literal text."""
+            model_swaps: int = 0, n_substitute: int = 3, reorder: ReorderRule | None = None) -> list[Part]:
+    """Add anchors (and, under a reorder rule, up to ``n_swaps`` word pairs that still read
+    when swapped, see microvar.reorder; and model alternatives for up to ``n_substitute``
+    words when ``model_swaps`` > 0) inside literal text."""
     has_anchor = any(isinstance(p, Anchor) for p in parts)
     has_swap = any(isinstance(p, Swap) for p in parts)
     words = []  # (part index, start, end)
@@ -67,21 +66,16 @@ def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random,
             used.add((i, start))
             if len(seen) == n_anchors:
                 break
-    if not has_swap and n_swaps > 0:
-        pairs = []
-        for (i, s1, e1), (j, s2, e2) in zip(words, words[1:]):
-            if i == j and parts[i].text[e1:s2] == " " and (i, s1) not in used and (j, s2) not in used:
-                pairs.append((i, s1, e1, s2, e2))
-        picked: list[tuple] = []
-        for pair in rng.sample(pairs, len(pairs)):
-            if all(pair[0] != q[0] or pair[1] > q[4] or pair[4] < q[1] for q in picked):
-                picked.append(pair)
-            if len(picked) == n_swaps:
-                break
-        for group, (i, s1, e1, s2, e2) in enumerate(picked, start=1):
-            take(i, s1, e1, f"swap{group}")
-            take(i, s2, e2, f"swap{group}")
-            used.update({(i, s1), (i, s2)})
+    if not has_swap and n_swaps > 0 and reorder is not None and len(parts) == 1 and isinstance(parts[0], Lit):
+        text = parts[0].text
+        pairs, measured = choose(text, candidates(text, {s for i, s in used}), n_swaps, advisor,
+                                 reorder.margin, rng)
+        if reorder.stats is not None:
+            reorder.stats.update(measured, pairs)
+        for group, p in enumerate(pairs, start=1):
+            take(0, p.s1, p.e1, f"swap{group}")
+            take(0, p.s2, p.e2, f"swap{group}")
+            used.update({(0, p.s1), (0, p.s2)})
     if probe is not None and model_swaps > 0:
         done = 0
         for i, start, end in sorted(words, key=rank):

@@ -242,8 +242,8 @@ class _Statements(Transformer):
     def swap_model(self, items):
         return EditSpec("swap_model", (int(items[0]),), positions=_where(items))
 
-    def reorder(self, _):
-        return EditSpec("reorder")
+    def reorder(self, items):
+        return EditSpec("reorder", tuple(float(t) for t in items), positions=_where(items))
 
     def grow(self, items):
         return EditSpec("grow", (int(items[0]), int(items[1])), positions=_where(items))

@@ -1,0 +1,230 @@
+"""Which word pairs of a plain seed may trade places: the reorder rule.
+
+A reorder is kept only where the sentence still reads. Two kinds of candidate pairs:
+
+* coordinated pairs, ``X and Y`` / ``X or Y`` / ``X и Y`` / ``X или Y``: swapping the two
+  conjuncts keeps the grammar in English and Russian alike;
+* adjacent content words (no function word, no negation, not the first word of a
+  sentence), which read only sometimes: ``модель учат лучше`` does, ``Rhythm matters than
+  more quantity`` does not.
+
+With a reference model every candidate is measured: the sentence's total NLL with the pair
+swapped minus the original's (nats). A pair is kept when that change is within the recipe's
+margin (``edit reorder within M nats``). Adjacent pairs further need the model to read the
+sentence in words rather than pieces (at most ``MAX_TOKENS_PER_CHAR`` tokens per character):
+a model that spells Russian in fragments also judges Russian word order badly (SmolLM2
+scores ``Память равна не пониманию`` 2.2 nats *better* than the original). Without a model
+only coordinated pairs are proposed.
+
+Never inside code: a seed whose ``meta.lang`` names a programming language, text that looks
+like code (a line with code punctuation, an indented line, a fenced block), and backtick
+spans are all skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .words import NEGATIONS, PREPOSITIONS, STOPWORDS, WORD
+
+DEFAULT_MARGIN = 0.5          # nats: a swap may cost the sentence at most this much
+MAX_TOKENS_PER_CHAR = 0.4     # above it the model reads the language in fragments
+MAX_CANDIDATES = 24           # pairs measured per seed (one batched forward)
+CONJUNCTIONS = frozenset({"and", "or", "и", "или"})
+NATURAL = frozenset({"en", "ru", "uk", "be", "de", "fr", "es", "it", "pt", "nl", "pl", "cs", "zh", "ja",
+                     "ko", "text", "prose", "markdown", "md", "plain"})
+
+# a line that reads as code: code punctuation, a call, an assignment, or indentation
+_CODE_LINE = re.compile(r"[{}\[\];=<>$`]|\w\(|^\s{2,}\S|^\t|^\s*(#!|//|--|def |class |import |from \S+ import|"
+                        r"return\b|SELECT\b|select\b)")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_SENTENCE_END = re.compile(r"[.!?…:;]\s+|[\n]")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two words of one text that may trade places: characters s1..e1 and s2..e2."""
+    s1: int
+    e1: int
+    s2: int
+    e2: int
+    coordinated: bool
+    delta: float | None = None     # NLL change of the sentence when swapped (nats), with a model
+    readable: bool = True          # the model reads the sentence in words, not fragments
+
+    def swapped(self, text: str) -> str:
+        return text[:self.s1] + text[self.s2:self.e2] + text[self.e1:self.s2] + text[self.s1:self.e1] + text[self.e2:]
+
+    def words(self, text: str) -> tuple[str, str]:
+        return text[self.s1:self.e1], text[self.s2:self.e2]
+
+
+def is_code(meta: dict | None) -> bool:
+    """A seed whose ``lang`` (or ``language``) names something other than a natural language."""
+    lang = str((meta or {}).get("lang") or (meta or {}).get("language") or "").strip().lower()
+    return bool(lang) and lang.split("-")[0] not in NATURAL
+
+
+def prose_ranges(text: str) -> list[tuple[int, int]]:
+    """Character ranges of text that are prose: lines outside fenced blocks that do not read
+    as code, with backtick spans cut out."""
+    out, pos, fenced = [], 0, False
+    for line in text.split("\n"):
+        start, pos = pos, pos + len(line) + 1
+        if _FENCE.match(line):
+            fenced = not fenced
+            continue
+        if fenced or _CODE_LINE.search(line.replace("`", "")) and not _only_backticks(line):
+            continue
+        cut = start
+        for m in re.finditer(r"`[^`]*`?", line):
+            out.append((cut, start + m.start()))
+            cut = start + m.end()
+        out.append((cut, start + len(line)))
+    return [(a, b) for a, b in out if b > a]
+
+
+def _only_backticks(line: str) -> bool:
+    """A prose line whose code lives only inside backticks: judge it without them."""
+    return "`" in line and not _CODE_LINE.search(re.sub(r"`[^`]*`?", "", line))
+
+
+def candidates(text: str, taken: set[int] = frozenset()) -> list[Pair]:
+    """Coordinated and adjacent content-word pairs inside the prose of text; ``taken`` holds
+    start offsets of words already used by another proposal (anchors)."""
+    pairs: list[Pair] = []
+    for a, b in prose_ranges(text):
+        words = [(a + m.start(), a + m.end()) for m in WORD.finditer(text[a:b])]
+        for k in range(len(words) - 1):
+            (s1, e1), (s2, e2) = words[k], words[k + 1]
+            if text[e1:s2] == " " and _content(text, s1, e1) and _content(text, s2, e2) \
+                    and not _sentence_initial(text, s1) and not {s1, s2} & taken:
+                pairs.append(Pair(s1, e1, s2, e2, False))
+            if k + 2 < len(words):
+                (c1, c2), (s3, e3) = words[k + 1], words[k + 2]
+                if text[c1:c2].lower() in CONJUNCTIONS and text[e1:c1] == " " and text[c2:s3] == " " \
+                        and _content(text, s1, e1) and _content(text, s3, e3) and _phrase_end(text, e3) \
+                        and not _sentence_initial(text, s1) and not {s1, s3} & taken:
+                    pairs.append(Pair(s1, e1, s3, e3, True))
+    return pairs
+
+
+def _content(text: str, s: int, e: int) -> bool:
+    w = text[s:e].lower()
+    return len(w) >= 2 and w not in STOPWORDS and w not in NEGATIONS
+
+
+def _phrase_end(text: str, e: int) -> bool:
+    """The second conjunct ends its phrase (punctuation, a line end or a preposition follows):
+    ``cats and dogs.`` swaps, ``tea and opened the letter`` does not."""
+    rest = text[e:].lstrip(" ")
+    m = WORD.match(rest)
+    return not rest or not m or m.group().lower() in PREPOSITIONS
+
+
+def _sentence_initial(text: str, s: int) -> bool:
+    before = text[:s].rstrip(" \t")
+    return not before or before[-1] in ".!?…\n:;—–-\"«(" or text[s].isupper() and before[-1] in ",—"
+
+
+def sentence_of(text: str, s: int, e: int) -> tuple[int, int]:
+    """The sentence (or line) holding characters s..e."""
+    start = 0
+    for m in _SENTENCE_END.finditer(text, 0, s):
+        start = m.end()
+    m = _SENTENCE_END.search(text, e)
+    end = m.start() + 1 if m and m.group().strip() else (m.start() if m else len(text))
+    return start, end
+
+
+def choose(text: str, pairs: list[Pair], n: int, advisor=None, margin: float = DEFAULT_MARGIN,
+           rng=None) -> tuple[list[Pair], list[Pair]]:
+    """(kept, measured): up to n non-overlapping pairs that pass the rule, best first, and
+    every candidate with its measured change (for the summary)."""
+    if len(pairs) > MAX_CANDIDATES:
+        pairs = sorted(rng.sample(pairs, MAX_CANDIDATES) if rng else pairs[:MAX_CANDIDATES], key=lambda p: p.s1)
+    if advisor is None:
+        measured = pairs
+        passing = [p for p in pairs if p.coordinated]
+    else:
+        measured = _measure(text, pairs, advisor)
+        passing = [p for p in measured if p.delta <= margin and (p.coordinated or p.readable)]
+        passing.sort(key=lambda p: (p.delta, p.s1))
+    kept: list[Pair] = []
+    for p in passing:
+        if all(p.e2 < q.s1 or p.s1 > q.e2 for q in kept):
+            kept.append(p)
+        if len(kept) == n:
+            break
+    return sorted(kept, key=lambda p: p.s1), measured
+
+
+def _measure(text: str, pairs: list[Pair], advisor) -> list[Pair]:
+    """Each pair's sentence NLL change when swapped, in one batch."""
+    spans = [sentence_of(text, p.s1, p.e2) for p in pairs]
+    originals = sorted({text[a:b] for a, b in spans})
+    swapped = [p.swapped(text)[a:b] for p, (a, b) in zip(pairs, spans)]
+    scores = advisor.nll(originals + swapped)
+    base = dict(zip(originals, scores[:len(originals)]))
+    lengths = dict(zip(originals, advisor.token_counts(originals)))
+    out = []
+    for p, (a, b), after in zip(pairs, spans, scores[len(originals):]):
+        sentence = text[a:b]
+        readable = lengths[sentence] <= MAX_TOKENS_PER_CHAR * max(1, len(sentence))
+        out.append(Pair(p.s1, p.e1, p.s2, p.e2, p.coordinated, after - base[sentence], readable))
+    return out
+
+
+@dataclass
+class ReorderStats:
+    """What the reorder rule did in a run: for the summary and the manifest."""
+    considered: int = 0        # candidate pairs measured (or, without a model, looked at)
+    proposed: int = 0          # pairs that became swappable spans
+    not_fluent: int = 0        # the swapped sentence cost more than the margin
+    fragments: int = 0         # adjacent pairs in text the model reads in fragments
+    no_model: int = 0          # adjacent pairs left out for want of a model to judge them
+    skipped_code: int = 0      # plain seeds that are code: no rule proposals
+    skipped_markup: int = 0    # markup seeds without {~...}: the designer chose their edits
+    margin: float = DEFAULT_MARGIN
+    deltas: list = field(default_factory=list)   # the NLL change of each proposed pair (nats)
+
+    def update(self, measured: list[Pair], kept: list[Pair]) -> None:
+        self.considered += len(measured)
+        self.proposed += len(kept)
+        for p in measured:
+            if p.delta is None:
+                self.no_model += not p.coordinated
+            elif not p.coordinated and not p.readable:
+                self.fragments += 1
+            elif p.delta > self.margin:
+                self.not_fluent += 1
+        self.deltas.extend(p.delta for p in kept if p.delta is not None)
+
+    def merge(self, o: ReorderStats) -> None:
+        for k in ("considered", "proposed", "not_fluent", "fragments", "no_model", "skipped_code",
+                  "skipped_markup"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        self.deltas.extend(o.deltas)
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in ("considered", "proposed", "not_fluent", "fragments", "no_model",
+                                             "skipped_code", "skipped_markup", "margin")}
+        d["mean_delta_nll"] = sum(self.deltas) / len(self.deltas) if self.deltas else None
+        return d
+
+    def line(self) -> str | None:
+        if not (self.considered or self.skipped_code or self.skipped_markup):
+            return None
+        mean = f", mean NLL change {sum(self.deltas) / len(self.deltas):+.2f} nats" if self.deltas else ""
+        parts = [f"reorder rule: {self.proposed} of {self.considered} word pairs proposed{mean}"]
+        if self.not_fluent:
+            parts.append(f"{self.not_fluent} read worse swapped (> {self.margin:g} nats)")
+        if self.fragments:
+            parts.append(f"{self.fragments} adjacent pairs in text the model spells in fragments")
+        if self.no_model:
+            parts.append(f"{self.no_model} adjacent pairs need a model to judge them")
+        if self.skipped_code or self.skipped_markup:
+            parts.append(f"none for {self.skipped_code} code seeds and {self.skipped_markup} markup seeds "
+                         f"without {{~...}}")
+        return "; ".join(parts)
