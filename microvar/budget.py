@@ -1,5 +1,7 @@
 """The volatility budget: scored variants over a limit go to the rejects with the metric, its
-value and the limit; their descendants follow (their parent is gone). Stats keep what a
+value and the limit; their descendants follow (their parent is gone). A limit may be
+absolute (nats) or relative to the seed's own mean NLL per token (``surprisal <= 2.5x``), so
+one budget means the same for a model that finds a text easy and one that finds it hard. Stats keep what a
 designer needs to set budgets from data: each metric's distribution, and what each limit
 removed."""
 
@@ -58,6 +60,8 @@ def apply_budget(result: SeedResult, limits: tuple[Limit, ...], stats: BudgetSta
     """Move variants over budget (and their descendants) from kept to rejects, in place."""
     gone: dict[str, str] = {}   # variant_id -> why
     survivors = []
+    root = result.kept[0] if result.kept and not result.kept[0].parent_id else None
+    seed_nll = root.volatility["nll"] if root is not None and root.volatility else None
     for v in result.kept:
         m = v.volatility
         if v.parent_id:
@@ -70,12 +74,14 @@ def apply_budget(result: SeedResult, limits: tuple[Limit, ...], stats: BudgetSta
                                          volatility=m))
             result.counts["rejected:budget"] += 1
             continue
-        broken = [x for x in limits if x.violated(m[x.metric])]
+        broken = [x for x in limits if x.violated(m[x.metric], seed_nll)]
         if broken and v.parent_id:  # the seed itself is the path's start: never removed
             for x in broken:
                 stats.removed[str(x)] += 1
             first = broken[0]
             why = f"{first.metric} {m[first.metric]:.4g} breaks the budget {first}"
+            if first.relative:
+                why += f" ({first.bound(seed_nll):.4g} nats: the seed's own NLL is {seed_nll:.4g} nats/token)"
             if len(broken) > 1:
                 why += " (also " + ", ".join(str(x) for x in broken[1:]) + ")"
             gone[v.variant_id] = why

@@ -159,6 +159,8 @@ class Expander:
         frontier = [root]
         capped = False
         jumps, jump_quota = 0, cap * recipe.jumps // 100
+        per_stage: Counter = Counter()
+        stage_quota = {st: max(1, cap * pct // 100) for st, pct in recipe.share.items()}
         specs = [e for e in recipe.edits if e.kind != "identity"]
         for depth in range(1, recipe.compose + 1):
             generators = []
@@ -216,6 +218,9 @@ class Expander:
                                               f"{recipe.step}, and this seed's share of jumps ({jump_quota}) is used")
                         else:
                             jumps += 1
+                    if not failed and per_stage[stage] >= stage_quota.get(stage, cap):
+                        failed = ("share", f"{stage} variants are capped at {recipe.share[stage]}% of the "
+                                           f"seed's {cap} (share {stage} <= {recipe.share[stage]}%)")
                     if failed:
                         counts[f"rejected:{failed[0]}"] += 1
                         rejects.append(Reject(seed.id, t, failed[0], failed[1], vid, parent.variant_id, edits))
@@ -223,6 +228,7 @@ class Expander:
                     v = Variant(seed.id, vid, parent.variant_id, t, edits, kinds, stage, depth, len(ids),
                                 c.step_tokens, c.marker_tokens, c.distance, ids, state)
                     kept.append(v)
+                    per_stage[stage] += 1
                     by_state[state] = v
                     next_frontier.append(v)
             if len(kept) >= cap and next(moves, None) is not None:
@@ -255,6 +261,28 @@ class Expander:
             before = doc.grow_tokens[parent.state.grow - 1] if parent.state.grow else 0
             c.min_step = doc.grow_tokens[state.grow - 1] - before
         return c
+
+
+def trim_shares(result: SeedResult, recipe: Recipe) -> None:
+    """Hold each capped stage to its share of the variants a seed keeps after the budget:
+    the expander capped it against the variant cap; this trims the newest leaves of a stage
+    still over its share of what was actually kept (never fewer than one of a stage)."""
+    for stage, pct in recipe.share.items():
+        while True:
+            variants = result.kept[1:]
+            mine = [v for v in variants if v.stage == stage]
+            if len(mine) <= max(1, len(variants) * pct // 100):
+                break
+            parents = {v.parent_id for v in variants}
+            leaf = next((v for v in reversed(mine) if v.variant_id not in parents), None)
+            if leaf is None:
+                break
+            result.kept.remove(leaf)
+            result.rejects.append(Reject(leaf.seed_id, leaf.text, "share",
+                                         f"{stage} variants over {pct}% of the {len(variants)} this seed kept "
+                                         f"(share {stage} <= {pct}%)", leaf.variant_id, leaf.parent_id, leaf.edits))
+            result.counts["rejected:share"] += 1
+            result.counts["kept"] = len(result.kept)
 
 
 def _extend(parent: Variant, label: str, kind: str) -> tuple[list[str], list[str]]:

@@ -21,7 +21,7 @@ from .budget import BudgetStats, apply_budget, combine, volatility_record
 from .card import write_card
 from .curriculum import DEFAULT_SCHEDULE, StepMeasure, drift_path, repeats_for, schedule
 from .errors import InputError, InputErrors, MicrovarError
-from .expand import Expander, Reject, SeedResult
+from .expand import Expander, Reject, SeedResult, trim_shares
 from .export import (
     META_COLUMNS,
     check_target,
@@ -32,6 +32,7 @@ from .export import (
     write_jsonl,
 )
 from .recipe import Limit, Recipe, load_recipe
+from .reorder import ReorderStats
 from .resources import data_dir
 from .seeds import Seed, read_seeds
 from .tokens import RefTokenizer, load_tokenizer, same_tokenizer
@@ -98,6 +99,7 @@ class Summary:
     stage_rows: Counter = field(default_factory=Counter)
     curriculum: dict = field(default_factory=dict)
     resumed: tuple[int, int] = (0, 0)     # shards found finished, of all
+    reorder: ReorderStats = field(default_factory=ReorderStats)
 
     @property
     def min_kept(self) -> int:
@@ -115,6 +117,7 @@ class Summary:
                   "seeds_rejected", "path_steps", "path_within", "bridged"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         self.rejected.update(o.rejected)
+        self.reorder.merge(o.reorder)
         self.kept_per_seed.extend(o.kept_per_seed)
         self.gaps.extend(o.gaps)
         for k, xs in o.budget.values.items():
@@ -138,6 +141,8 @@ class Summary:
                f"fewest kept for a seed: {self.min_kept}"]
         if self.rejected:
             out.append("rejected by check: " + ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()))
+        if self.reorder.line():
+            out.append(self.reorder.line())
         if self.scored:
             sc = self.scoring
             rate = sc["total_tokens"] / sc["seconds"] if sc.get("seconds") else 0.0
@@ -185,7 +190,8 @@ class Summary:
                 "kept": self.kept, "duplicates": self.duplicates, "rejected_by_check": dict(self.rejected),
                 "capped_seeds": self.capped_seeds, "steps_within_budget": self.within_step,
                 "raw_steps_within_budget": self.raw_within, "steps": self.steps, "min_kept_per_seed": self.min_kept,
-                "budget_removed": dict(self.budget.removed), "budget_removed_with_parent": self.budget.cascaded}
+                "budget_removed": dict(self.budget.removed), "budget_removed_with_parent": self.budget.cascaded,
+                "reorder_rule": self.reorder.to_json()}
 
     def curriculum_json(self) -> dict:
         share = self.path_within / self.path_steps if self.path_steps else None
@@ -273,6 +279,7 @@ def run_expand(opts: Options) -> Summary:
         if k in done:
             continue
         summary = Summary(seeds=len(chunk), scored=lm is not None)
+        expander.reorder_stats = summary.reorder
         rejects: list[dict] = []
         paths: list[list[dict]] = []
 
@@ -284,6 +291,7 @@ def run_expand(opts: Options) -> Summary:
         for s, recipe, result in (expanded() if lm is None else _scored(expanded(), lm, tk, opts, summary)):
             if lm is not None:
                 apply_budget(result, budgets[id(recipe)], summary.budget)
+            trim_shares(result, recipe)
             _account(summary, result, recipe)
             rejects.extend(r.to_json() for r in result.rejects)
             if result.kept:

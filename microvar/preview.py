@@ -143,6 +143,7 @@ def token_diff(tk, old_text: str, old_ids: list[int], new_text: str, new_ids: li
 def build_preview(opts: PreviewOptions) -> Preview:
     """Expand (and score, unless --model none) one seed the way ``microvar expand`` does."""
     from .budget import BudgetStats, apply_budget, combine
+    from .expand import trim_shares
     from .curriculum import StepMeasure, drift_path, repeats_for
     from .pipeline import (
         Options,
@@ -181,6 +182,7 @@ def build_preview(opts: PreviewOptions) -> Preview:
         for _ in _scored(iter([(seed, recipe, result)]), lm, tk, popts, Summary()):
             pass
         apply_budget(result, combine(recipe.budget, opts.budget), BudgetStats())
+    trim_shares(result, recipe)
 
     def diff_to(parent_id: str, text: str, ids: list[int]) -> list[tuple[str, list[str]]]:
         parent = every.get(parent_id)

@@ -35,20 +35,34 @@ class EditSpec:
     positions: tuple = field(default=(), compare=False)   # (line, column) of each argument
 
 
+# metrics in nats that a limit may state relative to the seed's own mean NLL per token
+RELATIVE_METRICS = tuple(m for m in METRICS if "top1" not in m)
+
+
 @dataclass(frozen=True)
 class Limit:
     metric: str
     op: str               # "<=" or ">="
     value: float
+    relative: bool = False   # "3x": value times the seed's own mean NLL per token (its root's nll)
 
-    def violated(self, x: float) -> bool:
-        return x > self.value if self.op == "<=" else x < self.value
+    def bound(self, seed_nll: float | None = None) -> float | None:
+        """The limit in nats for a seed (None: a relative limit with no seed NLL to scale)."""
+        if not self.relative:
+            return self.value
+        return self.value * seed_nll if seed_nll else None
+
+    def violated(self, x: float, seed_nll: float | None = None) -> bool:
+        b = self.bound(seed_nll)
+        if b is None:
+            return False
+        return x > b if self.op == "<=" else x < b
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.value:g}"
+        return f"{self.metric} {self.op} {self.value:g}{'x' if self.relative else ''}"
 
 
-_LIMIT = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_LIMIT = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(x?)\s*$")
 
 
 def parse_limits(text: str) -> tuple[Limit, ...]:
@@ -60,7 +74,9 @@ def parse_limits(text: str) -> tuple[Limit, ...]:
             raise ValueError(f"{piece.strip()!r} is not METRIC <= NUMBER or METRIC >= NUMBER")
         if m.group(1) not in METRICS:
             raise ValueError(f"unknown metric {m.group(1)!r}; metrics are {', '.join(METRICS)}")
-        limits.append(Limit(m.group(1), m.group(2), float(m.group(3))))
+        if m.group(4) and m.group(1) not in RELATIVE_METRICS:
+            raise ValueError(f"{m.group(1)} is a share, not nats: it cannot be relative to the seed's NLL (drop the x)")
+        limits.append(Limit(m.group(1), m.group(2), float(m.group(3)), bool(m.group(4))))
     return tuple(limits)
 
 
@@ -83,6 +99,7 @@ class Recipe:
     step: int = 2
     allow: dict[str, int] = field(default_factory=dict)
     jumps: int = 10                # % of a seed's variant cap that may use an allowance
+    share: dict[str, int] = field(default_factory=dict)   # stage -> most % of a seed's variants
     budget: tuple[Limit, ...] = ()
     stages: tuple[str, ...] = STAGES
     repeat: int = 24
@@ -190,7 +207,15 @@ class _Statements(Transformer):
 
     @v_args(meta=True)
     def limit(self, meta, items):
-        return (str(items[0]), str(items[1]), float(items[2]), *self._pos(meta))
+        return (str(items[0]), str(items[1]), float(items[2]), len(items) > 3, *self._pos(meta))
+
+    @v_args(meta=True)
+    def share(self, meta, items):
+        return ("share", items, *self._pos(meta))
+
+    @v_args(meta=True)
+    def share_cap(self, meta, items):
+        return (str(items[0]), int(items[1]), items[0].line, items[0].column)
 
     @v_args(meta=True)
     def stages(self, meta, items):
@@ -345,11 +370,21 @@ def _build(items: list, text: str, filename: str) -> Recipe:
             r.jumps = value
         elif name == "budget":
             limits = []
-            for metric, op, x, ml, mc in value:
+            for metric, op, x, relative, ml, mc in value:
                 if metric not in METRICS:
                     fail(ml, mc, f"unknown metric {metric!r}; metrics are {', '.join(METRICS)}")
-                limits.append(Limit(metric, op, x))
+                if relative and metric not in RELATIVE_METRICS:
+                    fail(ml, mc, f"{metric} is a share, not nats: it cannot be relative to the seed's NLL "
+                                 "(drop the x)")
+                limits.append(Limit(metric, op, x, relative))
             r.budget = tuple(limits)
+        elif name == "share":
+            for stage, pct, sl, sc in value:
+                if stage not in STAGES or stage == "identity":
+                    fail(sl, sc, f"unknown stage {stage!r} in share; stages are {', '.join(STAGES[1:])}")
+                if not 1 <= pct <= 100:
+                    fail(sl, sc, "share is a percentage: 1 to 100")
+                r.share[stage] = pct
         elif name == "stages":
             for s, sl, sc in value:
                 if s not in STAGES:
