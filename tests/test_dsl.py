@@ -19,7 +19,7 @@ from microvar.markup import (
     parse_markup,
     render_original,
 )
-from microvar.recipe import STAGES, EditSpec, Limit, Route, load_recipe, parse_recipe
+from microvar.recipe import STAGES, EditSpec, Limit, Route, load_recipe, parse_limits, parse_recipe
 
 
 def caret_col(context: str) -> int:
@@ -157,8 +157,10 @@ def test_default_recipe_parses():
     assert r.source == "<shipped>/default.recipe"
     assert r.name == "default" and r.anchors == 3 and r.compose == 2 and r.variants == 64
     kinds = {e.kind for e in r.edits}
-    assert kinds == set(EDITS) - {"swap_model", "grow_model"}
+    assert kinds == set(EDITS)   # every edit kind, the model-guided ones included (issue 11)
     assert r.edit("tail").args == ("→ summary:", "→ keywords:")
+    assert r.share == {"mark": 40} and r.edit("reorder").args == (0.5,)
+    assert r.budget and all(x.relative for x in r.budget)
     assert r.stages == STAGES and r.repeat == 24 and len(r.routes) == 3
 
 
@@ -225,6 +227,19 @@ license "Apache 2.0"
     assert r.schedule == "interleaved" and r.license == "Apache 2.0"
 
 
+def test_relative_limits_scale_with_the_seed():
+    r = parse_recipe("budget surprisal <= 2.5x, ripple_kl <= 1, nll <= 1.5x\n")
+    rel, absolute, nll = r.budget
+    assert str(rel) == "surprisal <= 2.5x" and rel.relative and not absolute.relative
+    assert rel.bound(2.0) == 5.0 and rel.violated(5.1, 2.0) and not rel.violated(4.9, 2.0)
+    assert rel.violated(5.1, 4.0) is False            # a seed the model finds harder allows more
+    assert rel.violated(99, None) is False            # no seed NLL (not scored): nothing to scale
+    assert absolute.violated(1.2, 100.0) and nll.violated(3.1, 2.0)
+    assert parse_limits("surprisal<=2x") == (Limit("surprisal", "<=", 2.0, True),)
+    with pytest.raises(ValueError, match="share, not nats"):
+        parse_limits("top1>=0.5x")
+
+
 def test_empty_recipe_defaults_to_identity():
     r = parse_recipe("")
     assert r.edits == (EditSpec("identity"),) and r.markers == ("[HIGHLIGHT]", "[ANCHOR]", "[SHIFT]")
@@ -258,6 +273,10 @@ def recipe_error(text: str, line: int, column: int) -> InputError:
     ("anchors 1\njumps <= 150%\n", 2, 10, ["jumps is a percentage: 0 to 100"]),
     ("schedule weird\n", 1, 10, ["unknown schedule 'weird'"]),
     ("edit identity\nedit identity\n", 2, 1, ["edit identity is listed twice"]),
+    ("share bogus <= 10%\n", 1, 7, ["unknown stage 'bogus' in share"]),
+    ("share mark <= 0%\n", 1, 7, ["share is a percentage: 1 to 100"]),
+    ("budget top1 >= 0.5x\n", 1, 8, ["top1 is a share, not nats"]),
+    ("edit reorder within nats\n", 1, 21, ["unexpected 'nats'", "a number"]),
 ])
 def test_recipe_errors(text, line, column, words):
     e = recipe_error(text, line, column)

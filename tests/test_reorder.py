@@ -110,3 +110,28 @@ def test_choice_is_deterministic_for_many_candidates():
     a = choose(text, candidates(text), 2, adv, rng=random.Random(1))
     b = choose(text, candidates(text), 2, adv, rng=random.Random(1))
     assert a == b and len(a[1]) <= 24
+
+
+# ---------------------------------------------------------------- share caps
+
+def test_share_caps_a_stage_during_expansion_and_after(tk):
+    from microvar.expand import Expander, trim_shares
+
+    seed = mseed("Move [[one]] token at a [[time]], keep the [[anchor]] fixed {and|while} the [[model]] "
+                 "{reads|sees} it.")
+    free = recipe("edit mark anchors", "edit swap alternatives", "variants 30")
+    capped = recipe("edit mark anchors", "edit swap alternatives", "variants 30", "share mark <= 20%")
+    a = Expander(tk).expand(seed, free)
+    b = Expander(tk).expand(seed, capped)
+    marks = lambda res: sum(v.stage == "mark" for v in res.kept[1:])
+    assert marks(a) > 6 and marks(b) <= 30 * 20 // 100
+    shared = [r for r in b.rejects if r.check == "share"]
+    assert shared and "share mark <= 20%" in shared[0].detail
+    assert sum(v.stage == "substitute" for v in b.kept) >= sum(v.stage == "substitute" for v in a.kept)
+    # after the budget removed others, trimming holds marks to 20% of what is left
+    b.kept = b.kept[:1] + [v for v in b.kept[1:] if v.stage == "mark"] + \
+        [v for v in b.kept[1:] if v.stage != "mark"][:3]
+    trim_shares(b, capped)
+    ids = {v.variant_id for v in b.kept}
+    assert marks(b) <= max(1, (len(b.kept) - 1) * 20 // 100)
+    assert all(v.parent_id in ids for v in b.kept[1:])
