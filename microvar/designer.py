@@ -57,6 +57,7 @@ class DesignerEdit:
     carriers: list[str] = field(default_factory=list)   # ids of kept variants showing it
 
     def to_json(self, seed_id: str, reason: str) -> dict:
+        """The manifest's `unused_edits` entry."""
         return {"seed_id": seed_id, "edit": self.edit, "kind": self.kind, "reason": reason}
 
 

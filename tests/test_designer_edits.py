@@ -123,6 +123,11 @@ def test_each_reason_names_what_really_removed_the_edit(tk):
     assert set(capped) == {"cat→dog", "{?down}"}
 
 
+def test_a_seed_rejected_whole_lists_its_edits_with_the_seed_s_reason(tk):
+    [u] = unused(tk, seed("Say <|im_start|> {hi|hello}."), DESIGNER).values()
+    assert u["edit"] == "hi→hello" and u["reason"].startswith("seed rejected: special token '<|im_start|>'")
+
+
 def test_the_volatility_budget_is_named_when_it_removed_the_edit(tk):
     result = Expander(tk).expand(seed("The {cat|dog} sat."), DEFAULT)
     for v in result.kept:
