@@ -12,6 +12,7 @@ from itertools import islice
 
 from jinja2 import TemplateError
 
+from .designer import Ledger, is_designer_move, step_reason
 from .edits import EDITS, Doc, State, render, stage_of
 from .edits.base import closing
 from .markup import Lit, Swap
@@ -72,6 +73,14 @@ class SeedResult:
     rejects: list[Reject]
     counts: Counter
     capped: bool = False
+    ledger: Ledger | None = None      # the designer's edits and what became of them
+
+    def unused_edits(self, recipe: Recipe, cap: int) -> list[dict]:
+        """The designer edits no kept variant carries, with what removed each (see designer.py)."""
+        if self.ledger is None:
+            return []
+        kept = {v.variant_id for v in self.kept}
+        return self.ledger.unused(self.seed_id, kept, self.rejects, recipe, cap, self.capped)
 
 
 def variant_id(seed_id: str, text: str) -> str:
@@ -140,6 +149,7 @@ class Expander:
         counts: Counter = Counter()
         rejects: list[Reject] = []
         doc = self.make_doc(seed, recipe, rng)
+        ledger = Ledger(doc)
         root_state = doc.initial
         text = render(doc, root_state)
         ids = self.tk.encode([text])[0]
@@ -149,7 +159,7 @@ class Expander:
         if failed:
             counts[f"rejected:{failed[0]}"] += 1
             rejects.append(Reject(seed.id, text, failed[0], f"seed rejected: {failed[1]}"))
-            return SeedResult(seed.id, [], rejects, counts)
+            return SeedResult(seed.id, [], rejects, counts, ledger=ledger)
         root = Variant(seed.id, variant_id(seed.id, text), "", text, ["identity"], ["identity"], "identity",
                        0, len(ids), 0, 0, 0, ids, root_state)
         kept = [root]
@@ -194,6 +204,7 @@ class Expander:
                                 continue
                             if t in seen_texts:
                                 counts["duplicate"] += 1
+                                ledger.failed(bases[0], state, "its text equals another variant's")
                                 continue
                             seen_texts.add(t)
                             entries.append((state, t, label, kind, list(bases)))
@@ -210,12 +221,17 @@ class Expander:
                     edits, kinds = _extend(parent, label, kind)
                     stage = max((stage_of(k) for k in kinds), key=recipe.stages.index)
                     c = self._candidate(t, ids, dec, parent, state, stage, doc, kind)
+                    if recipe.designer is not None and is_designer_move(doc, parent.state, state):
+                        c.allowance = recipe.designer
                     failed = run_checks(c, self.tk, recipe)
+                    why = step_reason(c, recipe) if failed and failed[0] == "step" else None
                     vid = variant_id(seed.id, t)
                     if not failed and c.step_tokens > max(recipe.step, c.min_step):
                         if jumps >= jump_quota:
                             failed = ("step", f"{c.step_tokens} tokens from its parent: over the step budget "
                                               f"{recipe.step}, and this seed's share of jumps ({jump_quota}) is used")
+                            why = (f"moves {c.step_tokens} tokens, over the step budget {recipe.step}: the seed's "
+                                   f"{jump_quota} jumps (`jumps <= {recipe.jumps}%`) were used by other edits")
                         else:
                             jumps += 1
                     if not failed and per_stage[stage] >= stage_quota.get(stage, cap):
@@ -224,9 +240,11 @@ class Expander:
                     if failed:
                         counts[f"rejected:{failed[0]}"] += 1
                         rejects.append(Reject(seed.id, t, failed[0], failed[1], vid, parent.variant_id, edits))
+                        ledger.failed(parent.state, state, why or f"rejected by the {failed[0]} check: {failed[1]}")
                         continue
                     v = Variant(seed.id, vid, parent.variant_id, t, edits, kinds, stage, depth, len(ids),
                                 c.step_tokens, c.marker_tokens, c.distance, ids, state)
+                    ledger.kept(vid, state)
                     kept.append(v)
                     per_stage[stage] += 1
                     by_state[state] = v
@@ -237,7 +255,7 @@ class Expander:
             if not frontier or len(kept) >= cap:
                 break
         counts["kept"] = len(kept)
-        return SeedResult(seed.id, kept, rejects, counts, capped)
+        return SeedResult(seed.id, kept, rejects, counts, capped, ledger)
 
     def _candidate(self, text, ids, decoded, parent: Variant, state: State, stage: str, doc: Doc,
                    kind: str) -> Candidate:

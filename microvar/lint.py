@@ -742,7 +742,7 @@ class _Linter:
             return self._column(s.line, "markup", index)
 
         alts = [(i, p) for i, p in enumerate(s.parts) if isinstance(p, Alt)]
-        limit = recipe.step_limit("substitute") if recipe is not None else None
+        limit = designer_limit(recipe, "substitute") if recipe is not None else None
         for (i, alt), starts in zip(alts, pos["alternatives"]):
             before, after = render_original(s.parts[:i]), render_original(s.parts[i + 1:])
             orig_n = len(tk.encode([alt.options[0]])[0]) if alt.options[0] else 0
@@ -775,9 +775,14 @@ class _Linter:
                              f"{orig_n}, {option!r} {n} on their own), over the step budget {limit} of stage "
                              "substitute: the swap alone is rejected by the step check",
                              f"an alternative closer in tokens, or `step tokens <= {c.distance}` (or `allow "
-                             f"substitute <= {c.distance}`, which counts against `jumps`) in the recipe", ctx)
+                             f"designer <= {c.distance}`, which counts against `jumps`) in the recipe", ctx)
         if recipe is None:
             return
+        if recipe.edit("reorder"):
+            self._check_swaps(s, recipe, root_ids, markup, pos["swappable"])
+        drop = recipe.edit("drop")
+        if drop and "optional" in drop.args:
+            self._check_drops(s, markup, pos["optional"])
         unused = []
         if alts and not recipe.edit("swap_alternatives"):
             unused.append(("alternatives {…|…} are never swapped", "edit swap alternatives",
@@ -793,6 +798,48 @@ class _Linter:
             self.add(self.seeds_name, s.line, col(index), "warning", "unused-markup",
                      f"{what}: recipe {recipe.name!r} has no `{edit}`", f"add `{edit}` to the recipe",
                      _underline(markup, index))
+
+    def _check_swaps(self, s: Seed, recipe: Recipe, root_ids: list[int], markup: str, starts: list[int]) -> None:
+        """Each pair of swappable spans {~…} whose swap alone moves more tokens than the
+        reorder step budget (or `allow designer`): the step check rejects it, as with
+        alternatives (alt-step)."""
+        tk = self.tk
+        limit = designer_limit(recipe, "reorder")
+        spans = [i for i, p in enumerate(s.parts) if isinstance(p, Swap)]
+        for n, i in enumerate(spans):
+            for j in spans[n + 1:]:
+                a, b = s.parts[i].text, s.parts[j].text
+                parts = list(s.parts)
+                parts[i], parts[j] = Swap(b), Swap(a)
+                text = render_original(parts)
+                if any(sev == "error" for _, sev, _ in odd_characters(text)):
+                    continue  # reported with the seed's characters
+                ids = tk.encode([text])[0]
+                c = Candidate(text, ids, tk.decode([ids])[0], root_ids, "reorder")
+                align(c)
+                if c.distance > limit:
+                    where = starts[n] if n < len(starts) else 0
+                    self.add(self.seeds_name, s.line, self._column(s.line, "markup", where), "warning", "swap-step",
+                             f"swap {a!r}↔{b!r} moves {c.distance} tokens, over the step budget {limit} of stage "
+                             "reorder: the pair is rejected by the step check",
+                             f"spans closer in tokens, or `allow designer <= {c.distance}` (which counts against "
+                             "`jumps`) in the recipe", _underline(markup, where, 2))
+
+    def _check_drops(self, s: Seed, markup: str, starts: list[int]) -> None:
+        """Each optional span whose drop leaves a double space or a space before punctuation
+        that the seed did not have (expansion closes the spaces around a dropped span, so
+        this names what that could not mend)."""
+        from .edits.base import Doc, body, spacing_faults
+
+        doc = Doc(s.id, list(s.parts))
+        before = spacing_faults(body(doc, doc.initial))
+        for k, where in zip(range(len(doc.opts)), starts):
+            after = spacing_faults(body(doc, dataclasses.replace(doc.initial, omit=frozenset({k}))))
+            new = [name for name in after if after[name] > before[name]]
+            if new:
+                self.add(self.seeds_name, s.line, self._column(s.line, "markup", where), "warning", "opt-space",
+                         f"dropping {{?{doc.opts[k].text}}} leaves {' and '.join(new)}",
+                         "put the span's spaces inside it: `word{? span} word`", _underline(markup, where, 2))
 
     def _expandable(self, recipe: Recipe) -> Recipe:
         """The recipe without the wrap templates that cannot render (reported already), so that
@@ -845,6 +892,12 @@ class _Linter:
                  f"{recipe.name!r}{model}, fewer than {want} ({source}): {why}",
                  "give it more to vary: alternatives {a|b}, optional spans {?…}, swappable spans {~…}, "
                  "anchors [[…]], or a continuation")
+
+
+def designer_limit(recipe: Recipe, stage: str) -> int:
+    """The most tokens a designer-written edit of this stage may move: the stage's step
+    limit, or the recipe's `allow designer` when that is larger."""
+    return max(recipe.step_limit(stage), recipe.designer or 0)
 
 
 def parse_recipe_all(text: str, filename: str) -> tuple[Recipe | None, list[InputError]]:

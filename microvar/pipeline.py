@@ -20,6 +20,7 @@ from . import __version__
 from .budget import BudgetStats, apply_budget, combine, volatility_record
 from .card import write_card
 from .curriculum import DEFAULT_SCHEDULE, StepMeasure, drift_path, repeats_for, schedule
+from .designer import summary_line
 from .errors import InputError, InputErrors, MicrovarError
 from .expand import Expander, Reject, SeedResult, trim_shares
 from .export import (
@@ -100,6 +101,8 @@ class Summary:
     curriculum: dict = field(default_factory=dict)
     resumed: tuple[int, int] = (0, 0)     # shards found finished, of all
     reorder: ReorderStats = field(default_factory=ReorderStats)
+    designer_edits: int = 0               # edits the seeds' markup wrote ({a|b}, {?…}, {~…} pairs)
+    unused_edits: list = field(default_factory=list)   # those no kept variant carries, with the reason
 
     @property
     def min_kept(self) -> int:
@@ -120,6 +123,8 @@ class Summary:
         self.reorder.merge(o.reorder)
         self.kept_per_seed.extend(o.kept_per_seed)
         self.gaps.extend(o.gaps)
+        self.designer_edits += o.designer_edits
+        self.unused_edits.extend(o.unused_edits)
         for k, xs in o.budget.values.items():
             self.budget.values[k].extend(xs)
         self.budget.removed.update(o.budget.removed)
@@ -162,6 +167,9 @@ class Summary:
                            + " (a variant over several limits counts under each)")
         else:
             out.append("volatility: not scored (--model none)")
+        unused = summary_line(self.unused_edits, self.designer_edits)
+        if unused:
+            out.append(unused)
         out.extend(self.curriculum_lines())
         return out
 
@@ -191,7 +199,8 @@ class Summary:
                 "capped_seeds": self.capped_seeds, "steps_within_budget": self.within_step,
                 "raw_steps_within_budget": self.raw_within, "steps": self.steps, "min_kept_per_seed": self.min_kept,
                 "budget_removed": dict(self.budget.removed), "budget_removed_with_parent": self.budget.cascaded,
-                "reorder_rule": self.reorder.to_json()}
+                "reorder_rule": self.reorder.to_json(), "designer_edits": self.designer_edits,
+                "designer_edits_unused": len(self.unused_edits)}
 
     def curriculum_json(self) -> dict:
         share = self.path_within / self.path_steps if self.path_steps else None
@@ -293,6 +302,8 @@ def run_expand(opts: Options) -> Summary:
                 apply_budget(result, budgets[id(recipe)], summary.budget)
             trim_shares(result, recipe)
             _account(summary, result, recipe)
+            summary.designer_edits += len(result.ledger.edits) if result.ledger else 0
+            summary.unused_edits.extend(result.unused_edits(recipe, opts.variants or recipe.variants))
             rejects.extend(r.to_json() for r in result.rejects)
             if result.kept:
                 path = drift_path(result.kept, recipe, measure(recipe), opts.bridges)
@@ -319,6 +330,7 @@ def run_expand(opts: Options) -> Summary:
     rows = _assemble(paths, opts, default, summary)
     manifest = _manifest(opts, sf, used, default, tk, ref, summary, lm, budgets)
     manifest["skipped_edits"] = needs_model
+    manifest["unused_edits"] = summary.unused_edits
     with staging(opts.out, opts.overwrite) as tmp:
         write_dataset(tmp, rows, opts.format)
         write_jsonl(tmp / "rejects.jsonl", rejects)

@@ -98,6 +98,7 @@ class Recipe:
     variants: int = 64
     step: int = 2
     allow: dict[str, int] = field(default_factory=dict)
+    designer: int | None = None    # `allow designer <= N`: designer-written edits may move N tokens, as jumps
     jumps: int = 10                # % of a seed's variant cap that may use an allowance
     share: dict[str, int] = field(default_factory=dict)   # stage -> most % of a seed's variants
     budget: tuple[Limit, ...] = ()
@@ -361,8 +362,12 @@ def _build(items: list, text: str, filename: str) -> Recipe:
             r.step = value
         elif name == "allow":
             for stage, n, sl, sc in value:
+                if stage == "designer":
+                    r.designer = n
+                    continue
                 if stage not in STAGES:
-                    fail(sl, sc, f"unknown stage {stage!r} in allow; stages are {', '.join(STAGES)}")
+                    fail(sl, sc, f"unknown stage {stage!r} in allow; stages are {', '.join(STAGES)}, "
+                                 "or designer (edits written in the markup)")
                 r.allow[stage] = n
         elif name == "jumps":
             if value > 100:

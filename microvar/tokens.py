@@ -109,6 +109,7 @@ class Candidate:
     marker_tokens: int = 0
     step_tokens: int = 0
     min_step: int = 0                     # the least this edit can move (one indivisible unit)
+    allowance: int = 0                    # a designer edit's `allow designer` step (a counted jump)
 
 
 def align(c: Candidate) -> None:
@@ -167,10 +168,16 @@ def check_marker_cost(c: Candidate, tk: RefTokenizer, limits) -> str | None:
     return None
 
 
+def step_budget(c: Candidate, limits) -> int:
+    """The most tokens this candidate may move from its parent: its stage's limit, raised to
+    one indivisible unit (grow) or to the designer allowance of a designer-written edit."""
+    return max(limits.step_limit(c.stage), c.min_step, c.allowance)
+
+
 def check_step(c: Candidate, tk: RefTokenizer, limits) -> str | None:
     if c.parent_ids is None:
         return None
-    limit = max(limits.step_limit(c.stage), c.min_step)
+    limit = step_budget(c, limits)
     if c.step_tokens > limit:
         return f"{c.step_tokens} tokens from its parent > step budget {limit} for stage {c.stage}"
     return None

@@ -111,8 +111,8 @@ def test_shipped_examples_pass(cli, recipe):
     assert r.stdout.splitlines()[-1].startswith("0 errors, ")
     report = json.loads(cli("lint", DATA / "seeds.jsonl", *recipe, "--format", "json").stdout)
     assert report["errors"] == 0
-    # what is left is true and expected: Russian swaps over the 2-token step budget, and marker costs
-    assert {p["code"] for p in report["problems"] if p["severity"] == "warning"} <= {"alt-step"}
+    # what is left is true and expected: Russian swaps and pairs over the 2-token step budget, and marker costs
+    assert {p["code"] for p in report["problems"] if p["severity"] == "warning"} <= {"alt-step", "swap-step"}
     assert {p["code"] for p in report["problems"] if p["severity"] == "note"} <= {"marker-cost"}
     assert sum(p["code"] == "marker-cost" for p in report["problems"]) == 3
 

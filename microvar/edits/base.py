@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -65,7 +66,10 @@ def mark_text(text: str, marker: str, mode: str) -> str:
 
 
 def body(doc: Doc, s: State) -> str:
+    """The seed's text with the state's alternatives, dropped optional spans, swaps and marks;
+    the spaces around a dropped span are closed up (see close_gaps)."""
     out: list[str] = []
+    cuts: list[tuple[int, str]] = []   # (offset in the text, the dropped span)
     a = o = w = k = 0
     marks = {m[0]: m for m in s.marks}
     for p in doc.parts:
@@ -79,12 +83,62 @@ def body(doc: Doc, s: State) -> str:
             out.append(p.options[s.alts[a]])
             a += 1
         elif isinstance(p, Opt):
-            out.append("" if o in s.omit else p.text)
+            if o in s.omit:
+                cuts.append((sum(map(len, out)), p.text))
+            else:
+                out.append(p.text)
             o += 1
         else:
             out.append(doc.swaps[s.order[w]].text)
             w += 1
-    return "".join(out)
+    return close_gaps("".join(out), cuts)
+
+
+# what may not follow a space: closing punctuation (quotes can open as well as close: not here)
+CLOSING = frozenset(",.;:!?…)]}»”%。，、！？；：」』）")
+
+
+def _hspace(ch: str) -> bool:
+    """A space within a line (space, tab, no-break space…), not a line break."""
+    return ch.isspace() and ch not in "\n\r\f\v\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def close_gaps(text: str, cuts: list[tuple[int, str]]) -> str:
+    """Close up the spaces a dropped optional span leaves behind, at each cut only, so the
+    rest of the text (a code seed's indentation, its alignment) stays as written:
+    ``на {?тёплом} подоконнике`` -> ``на подоконнике`` (not a double space), ``спит {?тихо}.``
+    -> ``спит.`` (no space before punctuation, a line break or the end), and a span that
+    began a line takes the space after it along (``{?Итак,} кот`` -> ``кот``). ``cuts`` are
+    (offset, dropped text); they are handled from the last, and an earlier cut inside
+    spaces removed for a later one moves to where they were."""
+    bound = len(text)
+    for at, dropped in sorted(cuts, reverse=True):
+        at = min(at, bound)
+        start = at
+        while start > 0 and _hspace(text[start - 1]):
+            start -= 1
+        end = at
+        while end < len(text) and _hspace(text[end]):
+            end += 1
+        line_start = start == 0 or text[start - 1] in "\n\r"
+        if start < at and end > at:                          # spaces on both sides: keep the first
+            text, end = text[:at] + text[end:], at
+        if start < at and not line_start and (end == len(text) or text[end] in CLOSING or text[end] in "\n\r"):
+            text, at = text[:start] + text[end:], start      # nothing but the spaces before an end
+        elif start == at < end and line_start and "\n" not in dropped and dropped[:1] and not dropped[0].isspace():
+            text = text[:at] + text[end:]                     # the span began the line: its space goes too
+        bound = at
+    return text
+
+
+_FAULTS = {"a double space": re.compile(r"(?<=\S)[^\S\n\r]{2,}"),   # indentation is not one
+           "a space before punctuation": re.compile(r"[^\S\n\r](?=[" + re.escape("".join(sorted(CLOSING))) + "])")}
+
+
+def spacing_faults(text: str) -> Counter:
+    """How many double spaces and spaces before closing punctuation a text holds: a drop that
+    adds one (lint compares the text with and without each optional span) reads badly."""
+    return Counter({name: len(rx.findall(text)) for name, rx in _FAULTS.items()})
 
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'»”)]*\s+|[。！？]+[」』”）]*\s*")
