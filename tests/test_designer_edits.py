@@ -98,7 +98,7 @@ def test_allow_designer_lets_it_through_as_a_counted_jump(tk):
 
 def test_allow_designer_is_not_an_allowance_for_other_edits(tk):
     """A plain seed's rule-proposed reorders and marks keep the 2-token step."""
-    s = Seed("plain", "Мышление не равно генерации текста и ритм важнее объёма.", None)
+    s = Seed("plain", "Мышление не равно генерации текста, как чай или кофе в полдень.", None)
     plain = Expander(tk).expand(s, DESIGNER)
     wide = Expander(tk).expand(s, recipe_with("allow designer <= 12"))
     assert any(r.check == "step" and r.edits[-1].startswith("reorder:") for r in plain.rejects)
