@@ -234,14 +234,15 @@ def read_control(path: Path) -> list[str]:
     return docs
 
 
-def default_control(lm, tk, model_sha: str, new_tokens: int = CONTROL_NEW_TOKENS) -> tuple[list[str], Path]:
-    """The base model's own continuations of the shipped neutral prompts (fixed seed),
-    generated once and cached by model hash; (documents, cache file)."""
+def default_control(lm, tk, model_sha: str) -> tuple[list[str], Path]:
+    """The base model's own continuations of the shipped neutral prompts (fixed seed,
+    CONTROL_NEW_TOKENS each), generated once and cached by model hash; (documents, cache file)."""
     from .model import _atomic_write, cache_root
     from .resources import data_dir
 
     prompts_file = data_dir("prompts") / CONTROL_PROMPTS
     prompts = [json.loads(line)["text"] for line in prompts_file.read_text(encoding="utf-8").splitlines() if line]
+    new_tokens = CONTROL_NEW_TOKENS
     key = hashlib.sha256(json.dumps([prompts, new_tokens, CONTROL_SEED, CONTROL_TOP_P]).encode()).hexdigest()
     cached = cache_root() / "control" / f"{model_sha[:16]}-{key[:12]}.jsonl"
     if cached.is_file():
@@ -524,8 +525,8 @@ def _assemble(data: EvalData, adapters: list[Adapter], groups, sums: list[Sums],
     """Sum the per-text figures by what they measure; the JSON of `microvar evaluate -o`."""
     by: dict[tuple, Sums] = {}
     for (label, _), s in zip(groups, sums):
-        keys = [label[:1], label] if label[0] != "stage" else [label[:2], ("stage_seed", label[2]), label]
-        for key in keys:
+        keys = [label[:1], label] if label[0] != "stage" else [label[:2], label]
+        for key in dict.fromkeys(keys):   # ("control",) is both the kind and the label
             by.setdefault(key, Sums()).add(s)
 
     def block(kind: str, a: int | None) -> dict | None:
