@@ -356,6 +356,8 @@ def _num(x) -> str:
               "one OUT was scored with]; 'none' skips the fields and charts.")
 @click.option("--probe", "probe_map", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="A response map from `microvar probe`, shown as a page of the report.")
+@click.option("--eval", "evaluation", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="An `microvar evaluate -o` file: adds a section with its figures and a chart.")
 @click.option("--seeds", "seed_filter", default=None, metavar="IDS",
               help="Only these seeds: comma-separated ids or shell patterns (think-*).")
 @click.option("--max-seeds", type=click.IntRange(min=1), default=None, help="At most this many seeds (after --seeds).")
@@ -368,7 +370,8 @@ def _num(x) -> str:
 @click.option("--batch-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Padded tokens per forward batch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def report(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed, device, dtype, batch_tokens, quiet):
+def report(out, output, model, probe_map, evaluation, seed_filter, max_seeds, rows_per_seed, device, dtype, batch_tokens,
+           quiet):
     """Write a self-contained HTML report of the dataset OUT: per seed its curriculum path as
     token probability fields, the ripple and layer drift of each variant, histograms of stages
     and volatility, rejects by reason and bridge gaps."""
@@ -377,8 +380,8 @@ def report(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed,
     passive_openmp()  # before torch loads: a busy CPU otherwise slows every forward many times
     from .report import ReportOptions, build_report
 
-    opts = ReportOptions(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed, device, dtype,
-                         batch_tokens, progress=not quiet and sys.stderr.isatty())
+    opts = ReportOptions(out, output, model, probe_map, evaluation, seed_filter, max_seeds, rows_per_seed, device,
+                         dtype, batch_tokens, progress=not quiet and sys.stderr.isatty())
     summary = build_report(opts)
     if not quiet:
         for line in summary:

@@ -590,6 +590,14 @@ def table(result: dict) -> list[str]:
     return lines
 
 
+def load_result(path: Path) -> dict:
+    """An `evaluate -o` file; MicrovarError when it is not one."""
+    obj = _json(Path(path))
+    if not isinstance(obj.get("base"), dict) or not isinstance(obj.get("adapters"), list):
+        raise MicrovarError(f"--eval {path}: not a file written by microvar evaluate -o (no base and adapters)")
+    return obj
+
+
 def write_result(result: dict, path: Path) -> None:
     from .model import _atomic_write
 

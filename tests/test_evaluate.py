@@ -272,3 +272,24 @@ def test_evaluate_real_default_model(tmp_path):
     # a pretrained model knows these texts far better than chance (ln 49152 = 10.8)
     assert r["base"]["implant"]["target"]["overall"]["nll"] < 6
     assert r["base"]["collateral"]["nll"] < 4   # its own samples are likely under it
+
+
+def test_report_shows_the_evaluation(work, tmp_path):
+    res, r = evaluate(work, work["trained"], work["identity"])
+    assert res.exit_code == 0, res.stderr
+    saved = tmp_path / "eval.json"
+    shutil.copy(work["dir"] / "eval.json", saved)
+    page = tmp_path / "report.html"
+    res = run_cli("report", work["data"], "-o", page, "--model", "none", "--eval", saved, "-q")
+    assert res.exit_code == 0, res.stderr
+    html = page.read_text(encoding="utf-8")
+    section = html[html.index('<section id="evaluation">'):]
+    section = section[:section.index("</section>")]
+    assert 'href="#evaluation"' in html and "another dataset" not in html
+    assert ">trained</span>" in section and ">identity</span>" in section and section.count("<circle") == 3
+    assert f"{r['control']['tokens']} control tokens" in section
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"hello": 1}')
+    res = run_cli("report", work["data"], "-o", tmp_path / "other.html", "--model", "none", "--eval", junk, "-q")
+    assert res.exit_code == 2 and "not a file written by microvar evaluate" in res.stderr
+    assert not (tmp_path / "other.html").exists()
