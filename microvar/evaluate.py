@@ -462,7 +462,7 @@ def evaluate(opts: EvalOptions) -> dict:
     from .tokens import load_tokenizer
     from .train import passive_openmp, require_trl
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     passive_openmp()
     require_trl()
     if opts.output is not None and not Path(opts.output).parent.is_dir():
@@ -501,6 +501,7 @@ def evaluate(opts: EvalOptions) -> dict:
         "heldout_source": data.heldout_source,
         "stage_rows_per_seed": STAGE_ROWS,
         "seconds": round(time.perf_counter() - start, 2),
+        "cpu_seconds": round(time.process_time() - cpu_start, 2),   # all threads; wall time on a busy CPU says less
     })
     return result
 
