@@ -40,7 +40,7 @@ ECHO_PROMPTS = 12                   # control documents whose openings become ec
 ECHO_PROMPT_TOKENS = 48
 ECHO_NEW_TOKENS = 24
 NGRAM = 4
-STAGE_ROWS = 3                      # distinct rows per seed and stage scored for the per-stage figures
+STAGE_ROWS = 2                      # distinct rows per seed and stage scored for the per-stage figures
 HOLDOUT_NAMES = ("holdout.jsonl", "holdout")   # where `expand --holdout` writes held-out variants
 
 
