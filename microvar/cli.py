@@ -263,6 +263,40 @@ def train(out, model, output, level, steps, batch_size, lr, lora_r, device, seed
 
 
 @main.command()
+@click.argument("adapters", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", "out", required=True, type=click.Path(path_type=Path),
+              help="The dataset the adapters were trained on (a microvar expand output directory).")
+@click.option("--control", default=None, type=click.Path(path_type=Path),
+              help="Control text: plain text with blank-line-separated documents, or JSONL with 'text' "
+              "[default: the base model's own samples from neutral prompts, cached].")
+@click.option("--seeds", default=None, help="The seeds file, for the targets' continuations [default: the one "
+              "the dataset's manifest names, when it is still there unchanged].")
+@click.option("--model", default=None, help="Base model: a local HF model dir or .gguf (default: embedded SmolLM2-135M).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+              help="Where the models run.")
+@click.option("--batch-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Padded tokens per batch.")
+@click.option("-o", "--output", "output", default=None, type=click.Path(path_type=Path, dir_okay=False),
+              help="Write every figure (per seed and overall) as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No table.")
+def evaluate(adapters, out, control, seeds, model, device, batch_tokens, output, quiet):
+    """Measure LoRA ADAPTERS against their base model: implant (NLL of the seeds' targets, texts,
+    held-out variants and rows by stage), collateral (KL, NLL change and top-1 agreement on
+    control text) and echo (prompt copying in greedy continuations)."""
+    from .evaluate import EvalOptions, table, write_result
+    from .evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(EvalOptions(list(adapters), out, control, seeds, model, device, batch_tokens, output))
+    if output is not None:
+        write_result(result, output)
+    if not quiet:
+        for line in table(result):
+            click.echo(line, err=True)
+        if output is not None:
+            click.echo(f"wrote {output}", err=True)
+
+
+@main.command()
 @click.argument("seeds", type=str)
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The response map to write (JSON).")
@@ -322,6 +356,8 @@ def _num(x) -> str:
               "one OUT was scored with]; 'none' skips the fields and charts.")
 @click.option("--probe", "probe_map", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="A response map from `microvar probe`, shown as a page of the report.")
+@click.option("--eval", "evaluation", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="An `microvar evaluate -o` file: adds a section with its figures and a chart.")
 @click.option("--seeds", "seed_filter", default=None, metavar="IDS",
               help="Only these seeds: comma-separated ids or shell patterns (think-*).")
 @click.option("--max-seeds", type=click.IntRange(min=1), default=None, help="At most this many seeds (after --seeds).")
@@ -334,7 +370,8 @@ def _num(x) -> str:
 @click.option("--batch-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
               help="Padded tokens per forward batch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def report(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed, device, dtype, batch_tokens, quiet):
+def report(out, output, model, probe_map, evaluation, seed_filter, max_seeds, rows_per_seed, device, dtype, batch_tokens,
+           quiet):
     """Write a self-contained HTML report of the dataset OUT: per seed its curriculum path as
     token probability fields, the ripple and layer drift of each variant, histograms of stages
     and volatility, rejects by reason and bridge gaps."""
@@ -343,8 +380,8 @@ def report(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed,
     passive_openmp()  # before torch loads: a busy CPU otherwise slows every forward many times
     from .report import ReportOptions, build_report
 
-    opts = ReportOptions(out, output, model, probe_map, seed_filter, max_seeds, rows_per_seed, device, dtype,
-                         batch_tokens, progress=not quiet and sys.stderr.isatty())
+    opts = ReportOptions(out, output, model, probe_map, evaluation, seed_filter, max_seeds, rows_per_seed, device,
+                         dtype, batch_tokens, progress=not quiet and sys.stderr.isatty())
     summary = build_report(opts)
     if not quiet:
         for line in summary:

@@ -99,6 +99,19 @@ def resolve(model: str | None) -> ModelRef:
     return ModelRef(str(path), path, None)
 
 
+def model_hash(ref: ModelRef) -> str:
+    """A SHA-256 naming the model's weights: the GGUF's own hash, or for a directory one hash
+    over its config.json and weight files (each file's hash remembered, so read once)."""
+    if ref.sha256:
+        return ref.sha256
+    files = sorted(p for p in ref.directory.iterdir()
+                   if p.is_file() and (p.name == "config.json" or p.suffix in (".safetensors", ".bin")))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
 def _from_gguf(gguf: Path, name: str) -> ModelRef:
     digest = file_sha256(gguf)
     cached = cache_root() / "gguf" / digest[:16]

@@ -28,6 +28,7 @@ import numpy as np
 from . import __version__
 from .errors import MicrovarError
 from .export import read_manifest
+from .evaluate import _fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ReportOptions:
     output: Path
     model: str | None = None          # None: the model OUT was scored with; "none": no fields
     probe: Path | None = None
+    evaluation: Path | None = None    # an `evaluate -o` file, shown as a section
     seeds: str | None = None          # comma-separated ids or shell patterns
     max_seeds: int | None = None
     rows_per_seed: int = 24
@@ -78,6 +80,11 @@ def build_report(opts: ReportOptions) -> list[str]:
         from .probe import load_map
 
         probe = load_map(opts.probe)
+    evaluation = None
+    if opts.evaluation is not None:
+        from .evaluate import load_result
+
+        evaluation = load_result(opts.evaluation)
     by_seed: dict[str, list[dict]] = {}
     for r in sorted(rows, key=lambda r: r["order"]):
         by_seed.setdefault(r["seed_id"], []).append(r)
@@ -118,7 +125,11 @@ def build_report(opts: ReportOptions) -> list[str]:
                       "(the rows left out are marked where they fall).")
     if model_note:
         limits.append(model_note)
+    if evaluation is not None and (evaluation.get("dataset") or {}).get("fingerprint") != _fingerprint(opts.out):
+        limits.append(f"The evaluation {opts.evaluation.name} was made on another dataset than this one "
+                      f"({(evaluation.get('dataset') or {}).get('path')}).")
     context = _page_context(opts.out.name, manifest, rows, rejects, gaps, seeds, probe, limits, fm)
+    context["evaluation"] = _eval_view(evaluation) if evaluation is not None else None
     html = render_page(context)
     _write_atomic(opts.output, html)
     seconds = time.perf_counter() - started
@@ -589,6 +600,51 @@ def _probe_view(probe: dict) -> dict:
             "seeds": [{"id": s["id"], "text": s["text"], "variants": s["variants"], "rejected": s["rejected"],
                        "note": s.get("note"), "kinds": table(s["kinds"]), "detail": s["detail"]}
                       for s in probe["seeds"]]}
+
+
+def _eval_view(ev: dict) -> dict:
+    """The evaluation section: one table row per model (the base first), ΔNLL by stage, and the
+    implant-vs-collateral plane (target ΔNLL across, control KL up), one dot per adapter."""
+    def held(implant: dict, key: str):
+        return (implant.get("heldout") or {}).get("overall", {}).get(key)
+
+    base = ev["base"]
+    rows = [{"name": "base", "target": base["implant"]["target"]["overall"]["nll"],
+             "seed": base["implant"]["seed"]["overall"]["nll"], "held": held(base["implant"], "nll"),
+             "target_change": None, "seed_change": None, "held_change": None, "kl": 0.0, "ctl_change": 0.0,
+             "top1": 1.0, "echo": base.get("echo"), "path": None}]
+    for a in ev["adapters"]:
+        imp, col = a["implant"], a["collateral"]
+        rows.append({"name": a["name"], "path": a["path"], "target": imp["target"]["overall"]["nll"],
+                     "target_change": imp["target"]["overall"]["nll_change"], "seed": imp["seed"]["overall"]["nll"],
+                     "seed_change": imp["seed"]["overall"]["nll_change"], "held": held(imp, "nll"),
+                     "held_change": held(imp, "nll_change"), "kl": col["kl"], "ctl_change": col["nll_change"],
+                     "top1": col["top1"], "echo": a.get("echo")})
+    stages = list(dict.fromkeys(st for a in ev["adapters"] for st in a["implant"]["stages"]))
+    stage_rows = [{"name": a["name"], "cells": [(a["implant"]["stages"].get(st) or {}).get("nll_change")
+                                                for st in stages]} for a in ev["adapters"]]
+    return {"rows": rows, "stages": stages, "stage_rows": stage_rows, "plane": _plane(rows[1:]),
+            "model": ev.get("model") or {}, "control": ev.get("control") or {}, "heldout": ev.get("heldout_source"),
+            "seeds": (ev.get("dataset") or {}).get("seeds")}
+
+
+def _plane(rows: list[dict], width: int = 320, height: int = 200, pad: int = 28) -> dict:
+    """Adapters as dots: target ΔNLL (x, negative = learned) against control KL (y); the base at (0, 0)."""
+    xs = [0.0] + [r["target_change"] or 0.0 for r in rows]
+    ys = [0.0] + [r["kl"] or 0.0 for r in rows]
+    x_lo, x_hi = min(xs), max(xs)
+    x_span = (x_hi - x_lo) or 1.0
+    y_hi = max(ys) or 1.0
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return (round(pad + (width - 2 * pad) * (x - x_lo) / x_span, 1),
+                round(height - pad - (height - 2 * pad) * y / y_hi, 1))
+
+    dots = [{"name": "base", "xy": at(0.0, 0.0), "base": True}]
+    dots += [{"name": r["name"], "xy": at(r["target_change"] or 0.0, r["kl"] or 0.0), "base": False,
+              "x": r["target_change"], "y": r["kl"]} for r in rows]
+    return {"width": width, "height": height, "pad": pad, "dots": dots, "x_lo": _num(x_lo), "x_hi": _num(x_hi),
+            "y_hi": _num(y_hi)}
 
 
 def _line(values: list[float], width: int, height: int, peak: float, threshold: float) -> dict:

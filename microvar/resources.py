@@ -15,7 +15,7 @@ from .errors import MicrovarError
 
 @functools.cache
 def data_dir(kind: str) -> Path:
-    """Directory of shipped ``grammars``, ``templates`` or ``recipes``."""
+    """Directory of shipped ``grammars``, ``templates``, ``recipes`` or ``prompts``."""
     packaged = resources.files("microvar") / kind
     if packaged.is_dir():
         return Path(str(packaged))

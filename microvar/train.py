@@ -185,7 +185,7 @@ def train(out: Path, model: str | None, output: Path, level: str | None = None, 
     ds, manifest, fmt = read_dataset(out)
     plan = plan_phases(ds, level)
 
-    from .model import context_length, load_model, resolve
+    from .model import context_length, load_model, model_hash, resolve
     from .tokens import load_tokenizer
 
     ref = resolve(model)
@@ -239,7 +239,10 @@ def train(out: Path, model: str | None, output: Path, level: str | None = None, 
         record["lora"] = {"r": lora.r, "alpha": lora.lora_alpha, "dropout": lora.lora_dropout,
                           "target_modules": sorted(lora.target_modules) if lora.target_modules else None}
         record["max_length"] = max_length
-        record["base_model"] = {"directory": str(ref.directory), "gguf_sha256": ref.sha256}
+        record["base_model"] = {"directory": str(ref.directory), "gguf_sha256": ref.sha256,
+                                "sha256": model_hash(ref)}
+        seed_ids = ds["seed_id"]
+        record["seed_ids"] = sorted({seed_ids[i] for rows in plan.values() for i in rows})  # what evaluate checks
         write_json(tmp / "training.json", record)
         _follow_umask(tmp)
     return report

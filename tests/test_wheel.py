@@ -28,7 +28,8 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contains_package_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("microvar/grammars/markup.lark", "microvar/grammars/recipe.lark",
-                   "microvar/templates/json_like.j2", "microvar/recipes/default.recipe"):
+                   "microvar/templates/json_like.j2", "microvar/recipes/default.recipe",
+                   "microvar/prompts/control.jsonl"):
         assert needed in names
 
 
