@@ -67,27 +67,25 @@ def is_code(meta: dict | None) -> bool:
 
 
 def prose_ranges(text: str) -> list[tuple[int, int]]:
-    """Character ranges of text that are prose: lines outside fenced blocks that do not read
-    as code, with backtick spans cut out."""
+    """Character ranges of text that are prose, with fenced blocks and backtick spans cut
+    out; none at all when any other line reads as code (a seed that holds code is code:
+    ``for item in items:`` reads as prose on its own, but not beside ``total = 0``)."""
     out, pos, fenced = [], 0, False
     for line in text.split("\n"):
         start, pos = pos, pos + len(line) + 1
         if _FENCE.match(line):
             fenced = not fenced
             continue
-        if fenced or _CODE_LINE.search(line.replace("`", "")) and not _only_backticks(line):
+        if fenced:
             continue
+        if _CODE_LINE.search(re.sub(r"`[^`]*`?", "", line)):
+            return []
         cut = start
         for m in re.finditer(r"`[^`]*`?", line):
             out.append((cut, start + m.start()))
             cut = start + m.end()
         out.append((cut, start + len(line)))
     return [(a, b) for a, b in out if b > a]
-
-
-def _only_backticks(line: str) -> bool:
-    """A prose line whose code lives only inside backticks: judge it without them."""
-    return "`" in line and not _CODE_LINE.search(re.sub(r"`[^`]*`?", "", line))
 
 
 def candidates(text: str, taken: set[int] = frozenset()) -> list[Pair]:
