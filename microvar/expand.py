@@ -18,7 +18,10 @@ from .edits.base import closing
 from .markup import Lit, Swap
 from .propose import ReorderRule, propose
 from .recipe import Recipe
+from .fluency import SubstitutionStats
 from .reorder import DEFAULT_MARGIN, ReorderStats, is_code
+
+SUBSTITUTE_MARGIN = 1.0   # nats: a model substitution may cost its sentence at most this much
 from .seeds import Seed
 from .tokens import Candidate, RefTokenizer, align, run_checks
 
@@ -94,6 +97,7 @@ class Expander:
         self.tk, self.seed, self.cap_override, self.advisor = tk, seed, variants, advisor
         self._marker_cost: dict[str, int] = {}
         self.reorder_stats = ReorderStats()
+        self.substitution_stats = SubstitutionStats()
 
     def marker_cost(self, marker: str) -> int:
         if marker not in self._marker_cost:
@@ -120,8 +124,10 @@ class Expander:
         reorder = self.reorder_rule(seed, recipe)
         swap_model = recipe.edit("swap_model")
         model_swaps = swap_model.args[0] if swap_model and self.advisor else 0
+        if swap_model is not None:
+            self.substitution_stats.margin = swap_model.args[1] if len(swap_model.args) > 1 else SUBSTITUTE_MARGIN
         parts = propose(parts, recipe.anchors if recipe.edit("mark") else 0, 2 if reorder else 0, rng,
-                        self.advisor, model_swaps, reorder=reorder)
+                        self.advisor, model_swaps, reorder=reorder, substitute=self.substitution_stats)
         continuation, source = seed.continuation, "given"
         if not continuation and recipe.edit("grow_model") and self.advisor:
             continuation, source = self.advisor.continuation(seed.text) or None, "model"

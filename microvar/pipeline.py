@@ -33,6 +33,7 @@ from .export import (
     write_jsonl,
 )
 from .recipe import Limit, Recipe, load_recipe
+from .fluency import SubstitutionStats
 from .reorder import ReorderStats
 from .resources import data_dir
 from .seeds import Seed, read_seeds
@@ -101,6 +102,7 @@ class Summary:
     curriculum: dict = field(default_factory=dict)
     resumed: tuple[int, int] = (0, 0)     # shards found finished, of all
     reorder: ReorderStats = field(default_factory=ReorderStats)
+    substitution: SubstitutionStats = field(default_factory=SubstitutionStats)
     designer_edits: int = 0               # edits the seeds' markup wrote ({a|b}, {?…}, {~…} pairs)
     unused_edits: list = field(default_factory=list)   # those no kept variant carries, with the reason
 
@@ -121,6 +123,7 @@ class Summary:
             setattr(self, k, getattr(self, k) + getattr(o, k))
         self.rejected.update(o.rejected)
         self.reorder.merge(o.reorder)
+        self.substitution.merge(o.substitution)
         self.kept_per_seed.extend(o.kept_per_seed)
         self.gaps.extend(o.gaps)
         self.designer_edits += o.designer_edits
@@ -146,8 +149,7 @@ class Summary:
                f"fewest kept for a seed: {self.min_kept}"]
         if self.rejected:
             out.append("rejected by check: " + ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()))
-        if self.reorder.line():
-            out.append(self.reorder.line())
+        out.extend(x for x in (self.reorder.line(), self.substitution.line()) if x)
         if self.scored:
             sc = self.scoring
             rate = sc["total_tokens"] / sc["seconds"] if sc.get("seconds") else 0.0
@@ -199,7 +201,8 @@ class Summary:
                 "capped_seeds": self.capped_seeds, "steps_within_budget": self.within_step,
                 "raw_steps_within_budget": self.raw_within, "steps": self.steps, "min_kept_per_seed": self.min_kept,
                 "budget_removed": dict(self.budget.removed), "budget_removed_with_parent": self.budget.cascaded,
-                "reorder_rule": self.reorder.to_json(), "designer_edits": self.designer_edits,
+                "reorder_rule": self.reorder.to_json(),
+                "model_substitutions": self.substitution.to_json(), "designer_edits": self.designer_edits,
                 "designer_edits_unused": len(self.unused_edits)}
 
     def curriculum_json(self) -> dict:
@@ -288,7 +291,7 @@ def run_expand(opts: Options) -> Summary:
         if k in done:
             continue
         summary = Summary(seeds=len(chunk), scored=lm is not None)
-        expander.reorder_stats = summary.reorder
+        expander.reorder_stats, expander.substitution_stats = summary.reorder, summary.substitution
         rejects: list[dict] = []
         paths: list[list[dict]] = []
 

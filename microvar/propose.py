@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 
 from .markup import Alt, Anchor, Lit, Part, Swap
+from .fluency import SubstitutionStats, measure
 from .reorder import DEFAULT_MARGIN, ReorderStats, candidates, choose
 from .words import STOPWORDS, WORD
 
@@ -25,8 +26,39 @@ class ReorderRule:
     stats: ReorderStats | None = None
 
 
+def substitutions(text: str, starts: list[int], words: list[tuple[int, int, int]], advisor, probe, k: int,
+                  n: int, stats: SubstitutionStats) -> list[tuple[int, int, int, list[str]]]:
+    """Up to n words (most surprising first) with the model's alternatives that still read:
+    no function words, the sentence at most ``stats.margin`` nats worse, and only where the
+    model reads the sentence in words (see microvar.fluency)."""
+    asked: list[tuple[int, int, int, list[str]]] = []
+    for i, start, end in words[:2 * n]:
+        alts = advisor.alternatives(probe, starts[i] + start, starts[i] + end, k)
+        content = [a for a in alts if a.lower() not in STOPWORDS and len(a) >= 3]
+        stats.function_words += len(alts) - len(content)
+        if content:
+            asked.append((i, start, end, content))
+    edits = [(starts[i] + start, starts[i] + end, alt) for i, start, end, alts in asked for alt in alts]
+    verdicts = iter(measure(text, edits, advisor) if edits else [])
+    out = []
+    for i, start, end, alts in asked:
+        judged = [(alt, *next(verdicts)) for alt in alts]
+        if not all(readable for _, _, readable in judged):
+            stats.fragments += 1
+            continue
+        kept = [(alt, delta) for alt, delta, _ in judged if delta <= stats.margin]
+        stats.not_fluent += len(judged) - len(kept)
+        if kept and len(out) < n:
+            out.append((i, start, end, [alt for alt, _ in kept]))
+            stats.words += 1
+            stats.proposed += len(kept)
+            stats.deltas.extend(delta for _, delta in kept)
+    return out
+
+
 def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random, advisor=None,
-            model_swaps: int = 0, n_substitute: int = 3, reorder: ReorderRule | None = None) -> list[Part]:
+            model_swaps: int = 0, n_substitute: int = 3, reorder: ReorderRule | None = None,
+            substitute: SubstitutionStats | None = None) -> list[Part]:
     """Add anchors (and, under a reorder rule, up to ``n_swaps`` word pairs that still read
     when swapped, see microvar.reorder; and model alternatives for up to ``n_substitute``
     words when ``model_swaps`` > 0) inside literal text."""
@@ -54,21 +86,9 @@ def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random,
         return (-cost[w] if probe is not None else -(w[2] - w[1]), w[0], w[1])
 
     used: set[tuple[int, int]] = set()
-    if not has_anchor and n_anchors > 0:
-        seen: set[str] = set()
-        ranked = sorted(words, key=rank)
-        for i, start, end in ranked:
-            word = parts[i].text[start:end]
-            if len(word) < 4 or word.lower() in STOPWORDS or word.lower() in seen:
-                continue
-            seen.add(word.lower())
-            take(i, start, end, "anchor")
-            used.add((i, start))
-            if len(seen) == n_anchors:
-                break
     if not has_swap and n_swaps > 0 and reorder is not None and len(parts) == 1 and isinstance(parts[0], Lit):
         text = parts[0].text
-        pairs, measured = choose(text, candidates(text, {s for i, s in used}), n_swaps, advisor,
+        pairs, measured = choose(text, candidates(text), n_swaps, advisor,
                                  reorder.margin, rng)
         if reorder.stats is not None:
             reorder.stats.update(measured, pairs)
@@ -76,19 +96,27 @@ def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random,
             take(0, p.s1, p.e1, f"swap{group}")
             take(0, p.s2, p.e2, f"swap{group}")
             used.update({(0, p.s1), (0, p.s2)})
-    if probe is not None and model_swaps > 0:
-        done = 0
-        for i, start, end in sorted(words, key=rank):
+    if not has_anchor and n_anchors > 0:
+        seen: set[str] = set()
+        ranked = sorted(words, key=rank)
+        for i, start, end in ranked:
             word = parts[i].text[start:end]
-            if (i, start) in used or word.lower() in STOPWORDS or len(word) < 3:
+            if (i, start) in used or len(word) < 4 or word.lower() in STOPWORDS or word.lower() in seen:
                 continue
-            alts = advisor.alternatives(probe, starts[i] + start, starts[i] + end, model_swaps)
-            if alts:
-                take(i, start, end, Alt((word, *alts), model=True))
-                used.add((i, start))
-                done += 1
-                if done == n_substitute:
-                    break
+            seen.add(word.lower())
+            take(i, start, end, "anchor")
+            used.add((i, start))
+            if len(seen) == n_anchors:
+                break
+    if probe is not None and model_swaps > 0:
+        text = "".join(_initial_text(p) for p in parts)
+        candidates_ = [(i, start, end) for i, start, end in sorted(words, key=rank)
+                       if (i, start) not in used and parts[i].text[start:end].lower() not in STOPWORDS
+                       and end - start >= 3]
+        for i, start, end, alts in substitutions(text, starts, candidates_, advisor, probe, model_swaps,
+                                                 n_substitute, substitute or SubstitutionStats()):
+            take(i, start, end, Alt((parts[i].text[start:end], *alts), model=True))
+            used.add((i, start))
     if not chosen:
         return parts
     out: list[Part] = []

@@ -266,7 +266,7 @@ class _Statements(Transformer):
         return EditSpec("swap_alternatives")
 
     def swap_model(self, items):
-        return EditSpec("swap_model", (int(items[0]),), positions=_where(items))
+        return EditSpec("swap_model", (int(items[0]), *(float(t) for t in items[1:])), positions=_where(items))
 
     def reorder(self, items):
         return EditSpec("reorder", tuple(float(t) for t in items), positions=_where(items))

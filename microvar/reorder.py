@@ -26,11 +26,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .fluency import measure
 from .words import NEGATIONS, PREPOSITIONS, STOPWORDS, WORD
 
 DEFAULT_MARGIN = 0.5          # nats: a swap may cost the sentence at most this much
-MAX_TOKENS_PER_CHAR = 0.4     # above it the model reads the language in fragments
 MAX_CANDIDATES = 24           # pairs measured per seed (one batched forward)
+COORDINATED_SLACK = 1.0       # nats more a coordinated pair may cost: "salt and pepper" -> +0.87
 CONJUNCTIONS = frozenset({"and", "or", "и", "или"})
 NATURAL = frozenset({"en", "ru", "uk", "be", "de", "fr", "es", "it", "pt", "nl", "pl", "cs", "zh", "ja",
                      "ko", "text", "prose", "markdown", "md", "plain"})
@@ -39,7 +40,6 @@ NATURAL = frozenset({"en", "ru", "uk", "be", "de", "fr", "es", "it", "pt", "nl",
 _CODE_LINE = re.compile(r"[{}\[\];=<>$`]|\w\(|^\s{2,}\S|^\t|^\s*(#!|//|--|def |class |import |from \S+ import|"
                         r"return\b|SELECT\b|select\b)")
 _FENCE = re.compile(r"^\s*(```|~~~)")
-_SENTENCE_END = re.compile(r"[.!?…:;]\s+|[\n]")
 
 
 @dataclass(frozen=True)
@@ -126,14 +126,11 @@ def _sentence_initial(text: str, s: int) -> bool:
     return not before or before[-1] in ".!?…\n:;—–-\"«(" or text[s].isupper() and before[-1] in ",—"
 
 
-def sentence_of(text: str, s: int, e: int) -> tuple[int, int]:
-    """The sentence (or line) holding characters s..e."""
-    start = 0
-    for m in _SENTENCE_END.finditer(text, 0, s):
-        start = m.end()
-    m = _SENTENCE_END.search(text, e)
-    end = m.start() + 1 if m and m.group().strip() else (m.start() if m else len(text))
-    return start, end
+def passes(p: Pair, margin: float) -> bool:
+    """The rule for one measured (or, without a model, unmeasured) pair."""
+    if p.coordinated:   # grammatical by construction; the model may still veto an idiom it reads
+        return p.delta is None or not p.readable or p.delta <= margin + COORDINATED_SLACK
+    return p.delta is not None and p.readable and p.delta <= margin
 
 
 def choose(text: str, pairs: list[Pair], n: int, advisor=None, margin: float = DEFAULT_MARGIN,
@@ -142,13 +139,9 @@ def choose(text: str, pairs: list[Pair], n: int, advisor=None, margin: float = D
     every candidate with its measured change (for the summary)."""
     if len(pairs) > MAX_CANDIDATES:
         pairs = sorted(rng.sample(pairs, MAX_CANDIDATES) if rng else pairs[:MAX_CANDIDATES], key=lambda p: p.s1)
-    if advisor is None:
-        measured = pairs
-        passing = [p for p in pairs if p.coordinated]
-    else:
-        measured = _measure(text, pairs, advisor)
-        passing = [p for p in measured if p.delta <= margin and (p.coordinated or p.readable)]
-        passing.sort(key=lambda p: (p.delta, p.s1))
+    measured = pairs if advisor is None else _measure(text, pairs, advisor)
+    passing = sorted((p for p in measured if passes(p, margin)),
+                     key=lambda p: (p.delta if p.delta is not None else 0.0, p.s1))
     kept: list[Pair] = []
     for p in passing:
         if all(p.e2 < q.s1 or p.s1 > q.e2 for q in kept):
@@ -160,18 +153,9 @@ def choose(text: str, pairs: list[Pair], n: int, advisor=None, margin: float = D
 
 def _measure(text: str, pairs: list[Pair], advisor) -> list[Pair]:
     """Each pair's sentence NLL change when swapped, in one batch."""
-    spans = [sentence_of(text, p.s1, p.e2) for p in pairs]
-    originals = sorted({text[a:b] for a, b in spans})
-    swapped = [p.swapped(text)[a:b] for p, (a, b) in zip(pairs, spans)]
-    scores = advisor.nll(originals + swapped)
-    base = dict(zip(originals, scores[:len(originals)]))
-    lengths = dict(zip(originals, advisor.token_counts(originals)))
-    out = []
-    for p, (a, b), after in zip(pairs, spans, scores[len(originals):]):
-        sentence = text[a:b]
-        readable = lengths[sentence] <= MAX_TOKENS_PER_CHAR * max(1, len(sentence))
-        out.append(Pair(p.s1, p.e1, p.s2, p.e2, p.coordinated, after - base[sentence], readable))
-    return out
+    edits = [(p.s1, p.e2, p.swapped(text)[p.s1:p.e2]) for p in pairs]
+    return [Pair(p.s1, p.e1, p.s2, p.e2, p.coordinated, delta, readable)
+            for p, (delta, readable) in zip(pairs, measure(text, edits, advisor))]
 
 
 @dataclass
@@ -191,13 +175,15 @@ class ReorderStats:
         self.considered += len(measured)
         self.proposed += len(kept)
         for p in measured:
+            if passes(p, self.margin):
+                continue
             if p.delta is None:
-                self.no_model += not p.coordinated
-            elif not p.coordinated and not p.readable:
+                self.no_model += 1
+            elif not p.readable:
                 self.fragments += 1
-            elif p.delta > self.margin:
+            else:
                 self.not_fluent += 1
-        self.deltas.extend(p.delta for p in kept if p.delta is not None)
+        self.deltas.extend(p.delta for p in kept if p.delta is not None and p.readable)
 
     def merge(self, o: ReorderStats) -> None:
         for k in ("considered", "proposed", "not_fluent", "fragments", "no_model", "skipped_code",
