@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .propose import STOPWORDS
-from .score import _batches, cache_kwarg, common_prefix, context_token, pad_batch
+from .score import _batches, cache_kwarg, common_prefix, context_token, log_softmax_in_place, pad_batch
 
 _LETTERS = re.compile(r"^[^\W\d_]+$")
 MIN_LOGP = -7.0   # alternatives the model gives under ~0.1% are noise, not microvariants
@@ -65,7 +65,7 @@ class Advisor:
         ids, offsets = self.tk.encode_offsets(text)
         x = torch.tensor([[self.ctx] + ids], device=self.device)
         out = self.model(input_ids=x, use_cache=True)
-        logp = torch.log_softmax(out.logits[0].float(), -1)
+        logp = log_softmax_in_place(out.logits[0].float())
         self._probe = Probe(text, ids, offsets, logp, getattr(out, "cache", None) or out.past_key_values)
         return self._probe
 
@@ -196,7 +196,7 @@ class Advisor:
             logits = self.model(**kwargs, logits_to_keep=keep.to(self.device)).logits
         else:
             logits = self.model(**kwargs).logits[:, keep.to(self.device)]
-        return torch.log_softmax(logits.float(), -1)
+        return log_softmax_in_place(logits.float())
 
     @torch.inference_mode()
     def continuation(self, text: str, n_tokens: int = 8) -> str:
