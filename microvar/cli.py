@@ -65,7 +65,8 @@ def main(verbose: bool) -> None:
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="auto: bfloat16 on CUDA, float32 elsewhere.")
 @click.option("--batch-tokens", type=click.IntRange(min=16), default=None,
-              help="Padded tokens per scoring batch [default: 2048 on CPU, 16384 on CUDA].")
+              help="Padded tokens per scoring batch [default: 2048 on CPU, 16384 on CUDA, "
+              "scaled down for vocabularies over 49k tokens: 384 and 3072 for Gemma 3].")
 @click.option("--budget", "budget", multiple=True, metavar="LIMITS",
               help="Volatility limits like 'ripple_kl<=0.3, top1>=0.9'; replace the recipe's on the same metric. Repeatable.")
 @click.option("--drift", is_flag=True, help="Also find the first layer whose hidden states drift (slower).")

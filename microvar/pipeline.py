@@ -59,7 +59,7 @@ class Options:
     score: bool = True                 # False: --model none (expansion only)
     device: str = "auto"
     dtype: str = "auto"
-    batch_tokens: int | None = None    # None: 2048 on CPU, 16384 on a GPU
+    batch_tokens: int | None = None    # None: 2048 on CPU, 16384 on a GPU (fewer for a big vocabulary)
     drift: bool = False
     drift_threshold: float = 0.1
     budget: tuple[Limit, ...] = ()     # command-line limits over the recipes' budgets
@@ -523,9 +523,9 @@ def _scored(expanded, lm, tk: RefTokenizer, opts: Options, summary: Summary):
     """Expanded seeds with volatility on every kept variant, streamed window by window."""
     import time
 
-    from .score import Group, Item, Scorer, context_token
+    from .score import Group, Item, Scorer, context_token, default_batch_tokens
 
-    batch_tokens = opts.batch_tokens or (16384 if lm.device == "cuda" else 2048)
+    batch_tokens = opts.batch_tokens or default_batch_tokens(lm.device, tk.vocab_size)
     ctx = context_token(tk.hf)
     scorer = Scorer(lm.model, ctx, batch_tokens=batch_tokens, drift=opts.drift, drift_threshold=opts.drift_threshold)
     groups = (Group(s.id, r.kept[0].ids if r.kept else [],

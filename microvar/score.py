@@ -133,6 +133,26 @@ class _Seq:
             V[b, :, lo:upto] = v[:, :upto - lo]
 
 
+REFERENCE_VOCAB = 49152   # SmolLM2's: the default batch sizes were measured with it
+
+
+def default_batch_tokens(device: str, vocab: int) -> int:
+    """Padded tokens per scoring batch: 2048 on CPU, 16384 on CUDA for a 49k vocabulary,
+    fewer for a larger one, so that a batch's log-probabilities (tokens x vocab floats, kept
+    for the metrics) stay the size they are for SmolLM2 (400 MB on CPU): Gemma 3's 262k
+    vocabulary gets 384 on CPU, 3072 on CUDA."""
+    base = 16384 if device == "cuda" else 2048
+    return max(128, int(base * min(1.0, REFERENCE_VOCAB / vocab)) // 64 * 64)
+
+
+def log_softmax_in_place(logits: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """log_softmax over the last dimension, overwriting ``logits`` a block of rows at a
+    time: with a 262k vocabulary a second [tokens, vocab] tensor is gigabytes."""
+    for block in logits.split(rows):
+        block -= torch.logsumexp(block, -1, keepdim=True)
+    return logits
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     k = 0
@@ -175,16 +195,27 @@ def cache_kwarg(model) -> str:
 
 
 def context_token(tokenizer) -> int:
-    """The token every text is scored behind: the document boundary when the vocabulary has
-    one, else BOS, else EOS."""
+    """The token every text is scored behind: what the model saw at the start of its
+    training documents. A tokenizer that adds BOS itself (Gemma 3, Llama) says so: BOS.
+    Otherwise the document boundary when the vocabulary has one (SmolLM2's
+    ``<|endoftext|>``; its BOS is a chat marker), else BOS, else EOS."""
+    bos = tokenizer.bos_token_id
+    if bos is not None and adds_bos(tokenizer):
+        return bos
     vocab = tokenizer.get_vocab()
     for name in ("<|endoftext|>", "</s>", "<eos>"):
         if name in vocab:
             return vocab[name]
-    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+    for tid in (bos, tokenizer.eos_token_id):
         if tid is not None:
             return tid
     return 0
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether encoding with special tokens puts BOS first (the tokenizer's own template)."""
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 class Scorer:
@@ -347,7 +378,7 @@ class Scorer:
         else:
             out = self.model(**kwargs)
             logits = out.logits.reshape(-1, out.logits.shape[-1]).index_select(0, real)
-        logp = torch.log_softmax(logits.float(), -1)
+        logp = log_softmax_in_place(logits.float())
         logps = list(torch.split(logp, lengths))
         hidden = torch.stack(out.hidden_states, 1) if self.drift else None  # [B, L+1, T, H]
         layers = _kv_layers(getattr(out, "cache", None) or out.past_key_values)
