@@ -140,3 +140,36 @@ def test_model_substitutions_are_whole_russian_words(gemma):
         assert word.isalpha() and all("а" <= c.lower() <= "я" or c in "ёЁ" for c in word), alts
         assert word.lower() not in STOPWORDS and word != "генерации"
     assert advisor.piece(tk.encode([" текста"])[0][0]) == (True, "текста")
+
+
+# ---------------------------------------------------------------- the designer's Russian edits
+
+DESIGNED = {"id": "lithography-ru", "markup": "Один или {два|пару} токена за раз,\nи {~ритм} важнее, чем {~объём}."}
+
+
+@pytest.mark.slow
+@needs_gemma
+def test_russian_designer_edits_reach_the_dataset_under_gemma_and_are_listed_under_smollm2(cli, write_seeds,
+                                                                                             tmp_path):
+    import json
+
+    from datasets import load_from_disk
+
+    seeds = write_seeds([DESIGNED])
+    runs = {}
+    for name, model in (("gemma", ["--model", "gemma3-270m"]), ("smol", [])):
+        out = tmp_path / name
+        res = cli("expand", seeds, "-o", out, "--variants", "24", *model)
+        assert res.exit_code == 0, res.stderr
+        edits = {e for row in load_from_disk(str(out))["edits"] for e in row}
+        unused = {u["edit"]: u["reason"] for u in json.loads((out / "manifest.json").read_text())["unused_edits"]}
+        runs[name] = (edits, unused)
+    edits, unused = runs["gemma"]
+    assert any(e == "swap:два→пару" for e in edits) and "два→пару" not in unused
+    # the swap moves " ритм" (1 token) against " объём" (2): over the step under either model,
+    # and said so; it is used or listed, never silently lost
+    assert ("reorder:ритм↔объём" in edits) != ("ритм↔объём" in unused)
+    edits, unused = runs["smol"]
+    assert "swap:два→пару" not in edits
+    assert unused["два→пару"] == "moves 4 tokens, step budget 2 (stage substitute)"
+    assert "step budget 2" in unused["ритм↔объём"]
