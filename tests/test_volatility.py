@@ -167,3 +167,23 @@ def test_model_proposes_substitutions_and_continuations(lm, tk):
              for w in ("tired", "because", "long")}
     assert marked and all(advisor.surprisal(probe, SEEDS[0]["text"].index(w), SEEDS[0]["text"].index(w) + len(w))
                           >= min(words.values()) for w in marked)
+
+
+def test_default_recipe_gives_every_edit_kind_and_a_relative_budget(budgeted):
+    """With the reference model, the default recipe gives a plain English seed model-guided
+    substitutions and continuations, and its relative budget removes variants, saying why."""
+    out, res = budgeted["free"]
+    rows = load_from_disk(str(out)).to_list()
+    stages = {r["stage"] for r in rows if r["seed_id"] == "cat"}
+    assert {"mark", "substitute", "grow"} <= stages
+    kinds = {e.split(":")[0] for r in rows if r["seed_id"] == "cat" for e in r["edits"]}
+    assert "swap" in kinds and "grow_model" in kinds
+    assert "model substitutions: " in res.stderr
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    relative = [r for r in rejects if r["check"] == "budget" and r["limit"] and r["limit"].endswith("x")]
+    for r in relative:
+        assert "the seed's own NLL is" in r["detail"]
+    # the marks may not crowd out the rest: at most 40% of a seed's variants
+    for sid in ("cat", "ru"):
+        variants = {r["variant_id"]: r["stage"] for r in rows if r["seed_id"] == sid and r["parent_id"]}
+        assert sum(s == "mark" for s in variants.values()) <= max(1, len(variants) * 40 // 100)
