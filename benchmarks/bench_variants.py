@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -50,20 +51,39 @@ def designed(seed) -> bool:
     return seed.parts is not None and any(isinstance(p, Swap) for p in seed.parts)
 
 
-def in_code(seed, variant: str, parent: str) -> bool:
-    """A reorder inside code: a code seed, or a changed character outside the parent's prose."""
+def in_code(seed, edit: str) -> bool:
+    """A reorder inside code: a code seed, or a swapped word that occurs in the seed's text
+    only outside its prose (code lines, fenced blocks, backtick spans)."""
     if is_code(seed.meta):
         return True
-    start = next((k for k, (a, b) in enumerate(zip(parent, variant)) if a != b), None)
-    if start is None:
-        return False
-    return not any(a <= start < b for a, b in prose_ranges(parent))
+    prose = prose_ranges(seed.text)
+    for word in edit.split(":", 1)[1].split("↔"):
+        spots = [m.start() for m in re.finditer(re.escape(word), seed.text)]
+        if not any(a <= k < b for k in spots for a, b in prose):
+            return True
+    return False
 
 
-def analyse(out: Path, seeds: dict, advisor, quote: int) -> dict:
-    rows = distinct(out)
+def designer_alternatives(seed) -> set[str]:
+    """The ``a→b`` labels of the alternatives the designer wrote in a seed's markup."""
+    from microvar.markup import Alt
+
+    return {f"{p.options[0]}→{o}" for p in seed.parts or [] if isinstance(p, Alt) and not p.model
+            for o in p.options[1:]}
+
+
+def analyse(out: Path, seeds: dict, advisor, quote: int, match: str | None = None) -> dict:
+    keep = (lambda sid: re.search(match, sid) is not None) if match else (lambda sid: True)
+    rows = [r for r in distinct(out) if keep(r["seed_id"])]
     by_id = {r["variant_id"]: r for r in rows}
-    stages = Counter(load_from_disk(str(out))["stage"])
+    stages = Counter(s for s, sid in zip(*load_from_disk(str(out)).select_columns(["stage", "seed_id"])[:].values())
+                     if keep(sid))
+    per_seed = Counter(r["seed_id"] for r in rows)
+    alternatives = {sid: designer_alternatives(seeds[sid.split("#")[0]]) for sid in per_seed}
+    swaps = [(r["seed_id"], e.split(":", 1)[1]) for r in rows for e in r["edits"][-1:] if e.startswith("swap:")]
+    model_subs = {(sid, e) for sid, e in swaps if e not in alternatives[sid]}
+    used_alts = {(sid, e) for r in rows for e in r["edits"] for sid in [r["seed_id"]]
+                 if e.startswith("swap:") and e.split(":", 1)[1] in alternatives[sid]}
     variants = Counter(r["stage"] for r in rows)
     reorders = [r for r in rows if any(e.startswith("reorder:") for e in r["edits"])
                 and r["edits"][-1].startswith("reorder:") and r["parent_id"] in by_id]
@@ -73,11 +93,15 @@ def analyse(out: Path, seeds: dict, advisor, quote: int) -> dict:
     if advisor is not None and pairs:
         nll = advisor.nll([t for p in pairs for t in p])
         deltas = [nll[2 * k + 1] - nll[2 * k] for k in range(len(pairs))]
-    code = [r for r, (parent, child) in zip(ruled, pairs)
-            if in_code(seeds[r["seed_id"].split("#")[0]], child, parent)]
+    code = [r for r in ruled if in_code(seeds[r["seed_id"].split("#")[0]], r["edits"][-1])]
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     rule = manifest.get("summary", {}).get("reorder_rule")
     return {"dataset": str(out), "rows": sum(stages.values()), "rows_by_stage": dict(stages),
+            "seeds": len(per_seed), "kept_variants_per_seed": sum(per_seed.values()) / max(1, len(per_seed)),
+            "fewest_kept_for_a_seed": min(per_seed.values(), default=0),
+            "model_substitutions_kept": len(model_subs),
+            "designer_alternatives": sum(len(v) for v in alternatives.values()),
+            "designer_alternatives_used": len(used_alts),
             "variants_by_stage": dict(variants), "reorder_variants": len(reorders),
             "rule_proposed_reorders": len(ruled), "designer_reorders": len(reorders) - len(ruled),
             "mean_delta_nll_rule_reorders": sum(deltas) / len(deltas) if deltas else None,
@@ -103,6 +127,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="reference model for the NLL change (default: the default "
                                                    "model; 'none' to skip)")
     ap.add_argument("--quote", type=int, default=0, help="quote this many rule-proposed reorders per dataset")
+    ap.add_argument("--match", help="only seeds whose id matches this regular expression (e.g. '-ru')")
     args = ap.parse_args()
     seeds = {s.id: s for f in args.seeds for s in read_seeds(f).seeds}
     advisor = None
@@ -113,13 +138,14 @@ def main() -> None:
 
         tk, _ = load_tokenizer(args.model, None)
         advisor = Advisor(load_model(resolve(args.model), "cpu"), tk)
-    results = [analyse(d, seeds, advisor, args.quote) for d in args.datasets]
+    results = [analyse(d, seeds, advisor, args.quote, args.match) for d in args.datasets]
     stages = sorted({s for r in results for s in r["rows_by_stage"]},
                     key=lambda s: -max(r["rows_by_stage"].get(s, 0) for r in results))
     print(f"{'':32}" + "".join(f"{Path(r['dataset']).name[:14]:>16}" for r in results), file=sys.stderr)
     for s in stages:
         print(f"rows {s:27}" + "".join(f"{r['rows_by_stage'].get(s, 0):>16}" for r in results), file=sys.stderr)
-    for key in ("rows", "reorder_variants", "rule_proposed_reorders", "designer_reorders",
+    for key in ("rows", "seeds", "kept_variants_per_seed", "fewest_kept_for_a_seed", "model_substitutions_kept",
+                "designer_alternatives", "designer_alternatives_used", "reorder_variants", "rule_proposed_reorders", "designer_reorders",
                 "mean_delta_nll_rule_reorders", "rule_reorders_in_code"):
         cells = "".join(f"{'-' if r[key] is None else round(r[key], 2):>16}" for r in results)
         print(f"{key:32}{cells}", file=sys.stderr)
