@@ -20,7 +20,9 @@ _LETTERS = re.compile(r"^[^\W\d_]+$")
 MIN_LOGP = -7.0   # alternatives the model gives under ~0.1% are noise, not microvariants
 MIN_STEM = 4   # another ending only for a stem this long: "спи|т" -> "спи|цы" is another word
 MAX_CONTINUE = 0.5   # a candidate after which the model expects more of the word is a piece, not a word
-MAX_RIPPLE_NLL = 2.0   # nats a substitution may add to the rest of the text (measured: see ripple_cost)
+# nats a substitution may add to the rest of the text; measured under Gemma 3: new endings
+# (подоконнике->подоконнику) -0.1..0.3, "тёплом подоконнике"->"полу подоконнике" 3.2
+MAX_RIPPLE_NLL = 2.0
 LOGITS_BUDGET = 1 << 26   # floats of logits per batch (256 MB: 256 rows of Gemma 3's 262k vocabulary)
 WORD_START_MARKS = ("Ġ", "▁")   # GPT-2 byte-level and SentencePiece spellings of "a space, then"
 

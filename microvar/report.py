@@ -206,7 +206,7 @@ class _Fields:
 def _field_model(opts: ReportOptions, manifest: dict) -> tuple[_Fields | None, str | None]:
     """The model for the token fields: --model, else the one OUT was scored with."""
     from .field import FieldModel
-    from .model import load_model, resolve
+    from .model import GEMMA_LABEL, GEMMA_NAME, load_model, resolve
     from .tokens import load_tokenizer
 
     if opts.model == "none":
@@ -216,6 +216,8 @@ def _field_model(opts: ReportOptions, manifest: dict) -> tuple[_Fields | None, s
         name = (manifest.get("model") or {}).get("name")
         if name is None or name.startswith(EMBEDDED_PREFIX):
             model = None
+        elif name.startswith(GEMMA_LABEL):
+            model = GEMMA_NAME
         elif Path(name).exists():
             model = name
         else:
