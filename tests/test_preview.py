@@ -66,7 +66,8 @@ def test_preview_json_rows_rebuild_their_texts(cli):
         if row["parent_id"] in texts:
             old = "".join("".join(d["tokens"]) for d in row["diff"] if d["op"] != "insert")
             assert old == texts[row["parent_id"]]
-    assert {row["check"] for row in pv["rejects"]} <= {"step", "anchors", "marker_cost", "context", "in_vocab"}
+    assert {row["check"] for row in pv["rejects"]} <= {"step", "anchors", "marker_cost", "context", "in_vocab",
+                                                        "share", "budget"}
 
 
 def test_unknown_id_exits_2_with_near_ids(cli):
