@@ -20,7 +20,7 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 
 FORMATS = ("prompt-completion", "text", "messages")
-SEEDS = [{"id": "en", "text": "Rhythm matters more than quantity."},
+SEEDS = [{"id": "en", "markup": "Rhythm matters more than {quantity|volume}."},
          {"id": "code", "text": "def double(x):\n    return x * 2\n"},
          {"id": "ru", "markup": "[[Ритм]] важнее {объёма|количества}."}]
 TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
