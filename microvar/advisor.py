@@ -73,20 +73,16 @@ class Advisor:
 
     @torch.inference_mode()
     def nll(self, texts: list[str], batch_tokens: int = 1024) -> list[float]:
-        """Total NLL (nats) of each text behind the context token, in batches of about
-        batch_tokens positions (logits over a 262k vocabulary are 1 MB a position)."""
+        """Total NLL (nats) of each text behind the context token, batched like the scorer
+        (logits over a 262k vocabulary are 1 MB a position: hence the small budget)."""
         encoded = self.tk.encode(texts)
         order = sorted(range(len(texts)), key=lambda k: len(encoded[k]))
         out = [0.0] * len(texts)
-        while order:
-            width = len(encoded[order[0]]) + 1
-            take = max(1, batch_tokens // max(width, len(encoded[order[-1]]) + 1))
-            group, order = order[-take:], order[:-take]
+        for group in _batches(order, lambda k: len(encoded[k]) + 1, batch_tokens, len(order)):
             ids, mask, lengths = pad_batch([[self.ctx] + encoded[k] for k in group])
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logits = logits[:, :-1].float()
-            target = ids[:, 1:, None].to(self.device)
-            tok = logits.gather(-1, target)[..., 0] - torch.logsumexp(logits, -1)
+            logp = log_softmax_in_place(logits[:, :-1].float().reshape(-1, logits.shape[-1]))
+            tok = logp.gather(-1, ids[:, 1:].reshape(-1, 1).to(self.device)).view(len(group), -1)
             for b, k in enumerate(group):
                 out[k] = float(-tok[b, :lengths[b] - 1].sum())
         return out

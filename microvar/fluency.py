@@ -46,32 +46,44 @@ def measure(text: str, edits: list[tuple[int, int, str]], advisor) -> list[tuple
 
 
 @dataclass
-class SubstitutionStats:
-    """What the fluency check did to the model's substitutions in a run."""
+class CheckStats:
+    """Counts a proposal check keeps for the summary and manifest: ``COUNTS`` add up across
+    shards, ``deltas`` are the NLL changes of what it let through."""
+    COUNTS = ()
     margin: float = 1.0
+    deltas: list = field(default_factory=list)
+
+    def merge(self, o: CheckStats) -> None:
+        for k in self.COUNTS:
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        self.deltas.extend(o.deltas)
+
+    @property
+    def mean_delta(self) -> float | None:
+        return sum(self.deltas) / len(self.deltas) if self.deltas else None
+
+    def to_json(self) -> dict:
+        return {"margin": self.margin, **{k: getattr(self, k) for k in self.COUNTS},
+                "mean_delta_nll": self.mean_delta}
+
+    def mean_text(self) -> str:
+        return f", mean NLL change {self.mean_delta:+.2f} nats" if self.deltas else ""
+
+
+@dataclass
+class SubstitutionStats(CheckStats):
+    """What the fluency check did to the model's substitutions in a run."""
+    COUNTS = ("proposed", "words", "not_fluent", "function_words", "fragments")
     proposed: int = 0          # alternatives kept
     words: int = 0             # words that got at least one
     not_fluent: int = 0        # the sentence cost more than the margin
     function_words: int = 0    # alternatives that are function words or under 3 letters
     fragments: int = 0         # words in text the model spells in fragments
-    deltas: list = field(default_factory=list)
-
-    def merge(self, o: SubstitutionStats) -> None:
-        for k in ("proposed", "words", "not_fluent", "function_words", "fragments"):
-            setattr(self, k, getattr(self, k) + getattr(o, k))
-        self.deltas.extend(o.deltas)
-
-    def to_json(self) -> dict:
-        d = {k: getattr(self, k) for k in ("margin", "proposed", "words", "not_fluent", "function_words",
-                                             "fragments")}
-        d["mean_delta_nll"] = sum(self.deltas) / len(self.deltas) if self.deltas else None
-        return d
 
     def line(self) -> str | None:
         if not (self.proposed or self.not_fluent or self.function_words or self.fragments):
             return None
-        mean = f", mean NLL change {sum(self.deltas) / len(self.deltas):+.2f} nats" if self.deltas else ""
-        parts = [f"model substitutions: {self.proposed} alternatives for {self.words} words{mean}"]
+        parts = [f"model substitutions: {self.proposed} alternatives for {self.words} words{self.mean_text()}"]
         if self.not_fluent:
             parts.append(f"{self.not_fluent} read worse (> {self.margin:g} nats)")
         if self.function_words:

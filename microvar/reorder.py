@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .fluency import measure
+from .fluency import CheckStats, measure
 from .words import NEGATIONS, PREPOSITIONS, STOPWORDS, WORD
 
 DEFAULT_MARGIN = 0.5          # nats: a swap may cost the sentence at most this much
@@ -159,17 +159,17 @@ def _measure(text: str, pairs: list[Pair], advisor) -> list[Pair]:
 
 
 @dataclass
-class ReorderStats:
+class ReorderStats(CheckStats):
     """What the reorder rule did in a run: for the summary and the manifest."""
+    COUNTS = ("considered", "proposed", "not_fluent", "fragments", "no_model", "skipped_code", "skipped_markup")
+    margin: float = DEFAULT_MARGIN
     considered: int = 0        # candidate pairs measured (or, without a model, looked at)
     proposed: int = 0          # pairs that became swappable spans
     not_fluent: int = 0        # the swapped sentence cost more than the margin
-    fragments: int = 0         # adjacent pairs in text the model reads in fragments
+    fragments: int = 0         # adjacent pairs in text the model spells in fragments
     no_model: int = 0          # adjacent pairs left out for want of a model to judge them
     skipped_code: int = 0      # plain seeds that are code: no rule proposals
     skipped_markup: int = 0    # markup seeds without {~...}: the designer chose their edits
-    margin: float = DEFAULT_MARGIN
-    deltas: list = field(default_factory=list)   # the NLL change of each proposed pair (nats)
 
     def update(self, measured: list[Pair], kept: list[Pair]) -> None:
         self.considered += len(measured)
@@ -185,23 +185,10 @@ class ReorderStats:
                 self.not_fluent += 1
         self.deltas.extend(p.delta for p in kept if p.delta is not None and p.readable)
 
-    def merge(self, o: ReorderStats) -> None:
-        for k in ("considered", "proposed", "not_fluent", "fragments", "no_model", "skipped_code",
-                  "skipped_markup"):
-            setattr(self, k, getattr(self, k) + getattr(o, k))
-        self.deltas.extend(o.deltas)
-
-    def to_json(self) -> dict:
-        d = {k: getattr(self, k) for k in ("considered", "proposed", "not_fluent", "fragments", "no_model",
-                                             "skipped_code", "skipped_markup", "margin")}
-        d["mean_delta_nll"] = sum(self.deltas) / len(self.deltas) if self.deltas else None
-        return d
-
     def line(self) -> str | None:
         if not (self.considered or self.skipped_code or self.skipped_markup):
             return None
-        mean = f", mean NLL change {sum(self.deltas) / len(self.deltas):+.2f} nats" if self.deltas else ""
-        parts = [f"reorder rule: {self.proposed} of {self.considered} word pairs proposed{mean}"]
+        parts = [f"reorder rule: {self.proposed} of {self.considered} word pairs proposed{self.mean_text()}"]
         if self.not_fluent:
             parts.append(f"{self.not_fluent} read worse swapped (> {self.margin:g} nats)")
         if self.fragments:
