@@ -92,6 +92,9 @@ def main(verbose: bool) -> None:
 @click.option("--bridges", type=click.IntRange(min=0), default=2, show_default=True,
               help="Rows a drift path may step back through (shown again) to keep each step within the step budget.")
 @click.option("--license", "license_", default=None, help="License id for the dataset card [default: the recipe's].")
+@click.option("--holdout", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, metavar="FRACTION",
+              help="Set this share of each seed's variants aside (seeded, leaves only) in OUT/holdout.jsonl, "
+                   "not in the curriculum: held-out variants for microvar evaluate.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same command from its finished shards.")
 @click.option("--shard-seeds", type=click.IntRange(min=1), default=32, show_default=True,
               help="Seeds per shard: finished shards survive a crash and --resume keeps them.")
@@ -99,7 +102,7 @@ def main(verbose: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, budget, drift, drift_threshold, variants,
            seed, skip_invalid, split_long, fmt, prompt_from, separator, chat_template, schedule, presentations,
-           bridges, license_, resume, shard_seeds, overwrite, quiet):
+           bridges, license_, holdout, resume, shard_seeds, overwrite, quiet):
     """Expand SEEDS (JSONL file, or - for stdin) into an Arrow dataset at OUT, each variant
     scored by the reference model and held to the volatility budget."""
     from .pipeline import Options, run_expand
@@ -111,7 +114,7 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
                    budget=tuple(limits), format=fmt, prompt_from=prompt_from,
                    separator=separator.encode("latin-1", "backslashreplace").decode("unicode_escape"),
                    chat_template=chat_template, schedule=schedule, presentations=presentations, license=license_, bridges=bridges,
-                   resume=resume, shard_seeds=shard_seeds)
+                   resume=resume, shard_seeds=shard_seeds, holdout=holdout)
     if fmt != "messages" and chat_template:
         raise MicrovarError("--chat-template is for --format messages")
     summary = run_expand(opts)

@@ -100,10 +100,11 @@ class Ledger:
                 self.edits[k].carriers.append(variant_id)
 
     def unused(self, seed_id: str, kept_ids: set[str], rejects: list, recipe: Recipe, cap: int,
-               capped: bool) -> list[dict]:
+               capped: bool, held_ids: set[str] = frozenset()) -> list[dict]:
         """The designer edits no variant in ``kept_ids`` carries, each with what removed it:
         the volatility budget (when expansion kept it), else its first failed attempt, else
-        the cap or a recipe without the edit; every edit of a seed rejected whole says so."""
+        the cap or a recipe without the edit; every edit of a seed rejected whole says so, and
+        one carried only by variants set aside by --holdout says that."""
         budget = {r.variant_id: r.detail for r in rejects if r.check == "budget"}
         out = []
         for e in self.edits.values():
@@ -114,6 +115,8 @@ class Ledger:
                 reason = rejects[0].detail if rejects else "the seed was rejected whole"
             elif gone is not None:
                 reason = f"removed by the volatility budget ({gone})"
+            elif any(v in held_ids for v in e.carriers):
+                reason = "held out for evaluation (--holdout): its variants are in holdout.jsonl"
             elif e.reason is not None:
                 reason = e.reason
             elif not _recipe_has(recipe, e.kind):

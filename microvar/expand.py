@@ -77,13 +77,15 @@ class SeedResult:
     counts: Counter
     capped: bool = False
     ledger: Ledger | None = None      # the designer's edits and what became of them
+    held_out: list[Variant] = field(default_factory=list)   # kept, then set aside by --holdout
 
     def unused_edits(self, recipe: Recipe, cap: int) -> list[dict]:
         """The designer edits no kept variant carries, with what removed each (see designer.py)."""
         if self.ledger is None:
             return []
         kept = {v.variant_id for v in self.kept}
-        return self.ledger.unused(self.seed_id, kept, self.rejects, recipe, cap, self.capped)
+        held = {v.variant_id for v in self.held_out}
+        return self.ledger.unused(self.seed_id, kept, self.rejects, recipe, cap, self.capped, held)
 
 
 def variant_id(seed_id: str, text: str) -> str:
@@ -307,6 +309,26 @@ def trim_shares(result: SeedResult, recipe: Recipe) -> None:
                                          f"(share {stage} <= {pct}%)", leaf.variant_id, leaf.parent_id, leaf.edits))
             result.counts["rejected:share"] += 1
             result.counts["kept"] = len(result.kept)
+
+
+def hold_out(result: SeedResult, fraction: float, seed: int) -> list[Variant]:
+    """Take a seeded share of the seed's non-root variants out of its kept ones, for
+    evaluation on variants the adapter never saw. Only leaves are taken (a variant no other
+    kept variant was made from), so every kept variant's parent stays in the curriculum; at
+    least one non-root variant stays. Same seed and seed id, same choice."""
+    n = len(result.kept) - 1
+    want = min(int(fraction * n + 0.5), n - 1) if n >= 2 else 0
+    rng = random.Random(f"holdout:{seed}:{result.seed_id}")
+    held: list[Variant] = []
+    while len(held) < want:
+        parents = {v.parent_id for v in result.kept}
+        leaves = [v for v in result.kept[1:] if v.variant_id not in parents]
+        leaf = rng.choice(leaves)
+        result.kept.remove(leaf)
+        held.append(leaf)
+    result.counts["kept"] = len(result.kept)
+    result.held_out = held
+    return held
 
 
 def _extend(parent: Variant, label: str, kind: str) -> tuple[list[str], list[str]]:

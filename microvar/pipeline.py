@@ -22,7 +22,7 @@ from .card import write_card
 from .curriculum import DEFAULT_SCHEDULE, StepMeasure, drift_path, repeats_for, schedule
 from .designer import summary_line
 from .errors import InputError, InputErrors, MicrovarError
-from .expand import Expander, Reject, SeedResult, trim_shares
+from .expand import Expander, Reject, SeedResult, hold_out, trim_shares
 from .export import (
     META_COLUMNS,
     check_target,
@@ -41,6 +41,7 @@ from .tokens import RefTokenizer, load_tokenizer, same_tokenizer
 
 log = logging.getLogger(__name__)
 MODEL_EDITS = ("swap_model", "grow_model")
+HOLDOUT_FILE = "holdout.jsonl"
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Options:
     shard_seeds: int = 32              # seeds per finished shard (what --resume keeps)
     license: str | None = None         # for the dataset card; None: the default recipe's
     bridges: int = 2                   # rows a drift path may step back through to stay within budget
+    holdout: float = 0.0               # share of each seed's non-root variants set aside for evaluation
 
 
 _SUMMED = ("seconds", "texts", "computed_tokens", "total_tokens")
@@ -105,6 +107,8 @@ class Summary:
     substitution: SubstitutionStats = field(default_factory=SubstitutionStats)
     designer_edits: int = 0               # edits the seeds' markup wrote ({a|b}, {?…}, {~…} pairs)
     unused_edits: list = field(default_factory=list)   # those no kept variant carries, with the reason
+    held_out: int = 0                     # variants set aside by --holdout (holdout.jsonl)
+    held_out_seeds: int = 0
 
     @property
     def min_kept(self) -> int:
@@ -119,7 +123,7 @@ class Summary:
     def merge(self, o: Summary) -> None:
         """Add a shard's counts to these."""
         for k in ("made", "kept", "duplicates", "capped_seeds", "within_step", "raw_within", "steps",
-                  "seeds_rejected", "path_steps", "path_within", "bridged"):
+                  "seeds_rejected", "path_steps", "path_within", "bridged", "held_out", "held_out_seeds"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         self.rejected.update(o.rejected)
         self.reorder.merge(o.reorder)
@@ -172,6 +176,9 @@ class Summary:
         unused = summary_line(self.unused_edits, self.designer_edits)
         if unused:
             out.append(unused)
+        if self.held_out:
+            out.append(f"held out: {self.held_out} variants of {self.held_out_seeds} seeds, not in the curriculum "
+                       f"({HOLDOUT_FILE}, for microvar evaluate)")
         out.extend(self.curriculum_lines())
         return out
 
@@ -294,6 +301,7 @@ def run_expand(opts: Options) -> Summary:
         expander.reorder_stats, expander.substitution_stats = summary.reorder, summary.substitution
         rejects: list[dict] = []
         paths: list[list[dict]] = []
+        held: list[dict] = []
 
         def expanded(chunk=chunk):
             for s in chunk:
@@ -304,6 +312,10 @@ def run_expand(opts: Options) -> Summary:
             if lm is not None:
                 apply_budget(result, budgets[id(recipe)], summary.budget)
             trim_shares(result, recipe)
+            if opts.holdout:
+                held.extend(_held_row(v, result.kept[0].text) for v in hold_out(result, opts.holdout, opts.seed))
+                summary.held_out += len(result.held_out)
+                summary.held_out_seeds += bool(result.held_out)
             _account(summary, result, recipe)
             summary.designer_edits += len(result.ledger.edits) if result.ledger else 0
             summary.unused_edits.extend(result.unused_edits(recipe, opts.variants or recipe.variants))
@@ -315,19 +327,20 @@ def run_expand(opts: Options) -> Summary:
             else:
                 summary.seeds_rejected += 1
             bar.update(1)
-        work.save(k, {"summary": summary, "rejects": rejects, "paths": paths})
+        work.save(k, {"summary": summary, "rejects": rejects, "paths": paths, "holdout": held})
     bar.close()
 
     summary = Summary(seeds=len(seeds), scored=lm is not None, resumed=(len(done), len(shards)))
     rejects = [Reject(b.seed_id, b.raw, "input", b.error.render()).to_json() for b in sf.bad]
     summary.rejected.update({"input": len(sf.bad)} if sf.bad else {})
     summary.seeds_rejected += len(sf.bad)
-    paths = []
+    paths, held = [], []
     for k in range(len(shards)):
         part = work.load(k)
         summary.merge(part["summary"])
         rejects.extend(part["rejects"])
         paths.extend(part["paths"])
+        held.extend(part["holdout"])
     if lm is not None:
         summary.scoring.update(device=lm.device, dtype=str(lm.dtype).replace("torch.", ""))
     rows = _assemble(paths, opts, default, summary)
@@ -337,6 +350,8 @@ def run_expand(opts: Options) -> Summary:
     with staging(opts.out, opts.overwrite) as tmp:
         write_dataset(tmp, rows, opts.format)
         write_jsonl(tmp / "rejects.jsonl", rejects)
+        if opts.holdout:
+            write_jsonl(tmp / HOLDOUT_FILE, held)
         if chat_template is not None:
             (tmp / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
         write_json(tmp / "manifest.json", manifest)
@@ -359,6 +374,13 @@ def _path_rows(path, recipe: Recipe) -> list[dict]:
                      "volatility": v.volatility, "step": k, "distance": dist, "budget": budget,
                      "presentations": recipe.repeat})
     return rows
+
+
+def _held_row(v, seed_text: str) -> dict:
+    """A variant set aside by --holdout, as a line of holdout.jsonl."""
+    return {"seed_id": v.seed_id, "variant_id": v.variant_id, "parent_id": v.parent_id, "text": v.text,
+            "seed_text": seed_text, "edits": v.edits, "stage": v.stage, "depth": v.depth, "n_tokens": v.n_tokens,
+            "volatility": v.volatility}
 
 
 def _assemble(paths: list[list[dict]], opts: Options, default: Recipe, summary: Summary) -> list[dict]:
@@ -428,7 +450,7 @@ def _fingerprint(opts: Options, sf, used: list[Recipe], tk: RefTokenizer, ref) -
                         "score": opts.score, "dtype": opts.dtype, "device": opts.device,
                         "batch_tokens": opts.batch_tokens, "drift": opts.drift,
                         "drift_threshold": opts.drift_threshold, "budget": [str(x) for x in opts.budget],
-                        "shard_seeds": opts.shard_seeds, "bridges": opts.bridges},
+                        "shard_seeds": opts.shard_seeds, "bridges": opts.bridges, "holdout": opts.holdout},
             "microvar": __version__}
 
 
@@ -599,6 +621,8 @@ def _manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTok
         "seed": opts.seed,
         "variants_cap": opts.variants,
         "split_long": opts.split_long,
+        "holdout": {"fraction": opts.holdout, "variants": summary.held_out, "seeds": summary.held_out_seeds,
+                    "file": HOLDOUT_FILE} if opts.holdout else None,
         "versions": _versions(),
         "counts": summary.to_json(),
         "curriculum": summary.curriculum_json(),

@@ -293,3 +293,37 @@ def test_report_shows_the_evaluation(work, tmp_path):
     res = run_cli("report", work["data"], "-o", tmp_path / "other.html", "--model", "none", "--eval", junk, "-q")
     assert res.exit_code == 2 and "not a file written by microvar evaluate" in res.stderr
     assert not (tmp_path / "other.html").exists()
+
+
+def test_expand_holdout_sets_leaves_aside_and_evaluate_reads_them(work, tmp_path):
+    """--holdout: a seeded share of each seed's variants leaves the curriculum for holdout.jsonl;
+    the curriculum is what it would be without those variants (no parent lost), the same
+    seed picks the same ones, and evaluate scores them as held-out variants."""
+    from datasets import load_from_disk
+
+    from microvar.evaluate import read_data
+
+    seeds = DATA / "seeds.jsonl"
+    full, a, b = tmp_path / "full", tmp_path / "a", tmp_path / "b"
+    for out, extra in ((full, ()), (a, ("--holdout", "0.25")), (b, ("--holdout", "0.25"))):
+        res = run_cli("expand", seeds, "-o", out, "--model", "none", "--variants", "12", "-q", *extra)
+        assert res.exit_code == 0, res.stderr
+    held = [json.loads(x) for x in (a / "holdout.jsonl").read_text("utf-8").splitlines()]
+    assert held and (b / "holdout.jsonl").read_text("utf-8") == (a / "holdout.jsonl").read_text("utf-8")
+    assert not (full / "holdout.jsonl").exists()
+    rows, rows_full = load_from_disk(str(a)).to_list(), load_from_disk(str(full)).to_list()
+    ids = {r["variant_id"] for r in rows}
+    assert not ids & {h["variant_id"] for h in held}
+    assert ids | {h["variant_id"] for h in held} == {r["variant_id"] for r in rows_full}
+    assert all(r["parent_id"] in ids for r in rows if r["parent_id"])
+    per_seed = {}
+    for r in rows_full:
+        per_seed.setdefault(r["seed_id"], set()).add(r["variant_id"])
+    for sid, vids in per_seed.items():
+        n = len(vids) - 1
+        took = sum(h["seed_id"] == sid for h in held)
+        assert took == (min(int(0.25 * n + 0.5), n - 1) if n >= 2 else 0), sid
+    manifest = json.loads((a / "manifest.json").read_text())
+    assert manifest["holdout"]["variants"] == len(held) and manifest["holdout"]["file"] == "holdout.jsonl"
+    data = read_data(a)
+    assert data.heldout_source == "holdout.jsonl" and sum(map(len, data.heldout.values())) == len(held)
