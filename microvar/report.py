@@ -504,7 +504,8 @@ def _rejects_view(rejected: list[dict]) -> list[dict]:
     for c in rejects(rejected).checks:
         items = [{"reason": r.reason, "count": r.count, "share": r.count / c.count, "example": r.example}
                  for r in c.reasons[:SHOW_REASONS]]
-        out.append({"check": c.check, "count": c.count, "reasons": items, "more": max(0, len(c.reasons) - SHOW_REASONS)})
+        out.append({"check": c.check, "count": c.count, "reasons": items,
+                    "more": max(0, len(c.reasons) - SHOW_REASONS)})
     return out
 
 
@@ -581,8 +582,8 @@ def _plane(rows: list[dict], width: int = 320, height: int = 200, pad: int = 28)
     dots = [{"name": "base", "xy": at(0.0, 0.0), "base": True}]
     dots += [{"name": r["name"], "xy": at(r["target_change"] or 0.0, r["kl"] or 0.0), "base": False,
               "x": r["target_change"], "y": r["kl"]} for r in rows]
-    return {"width": width, "height": height, "pad": pad, "dots": dots, "x_lo": short_number(x_lo), "x_hi": short_number(x_hi),
-            "y_hi": short_number(y_hi)}
+    return {"width": width, "height": height, "pad": pad, "dots": dots, "x_lo": short_number(x_lo),
+            "x_hi": short_number(x_hi), "y_hi": short_number(y_hi)}
 
 
 def _line(values: list[float], width: int, height: int, peak: float, threshold: float) -> dict:

@@ -79,7 +79,8 @@ def test_reasons_fold_their_particulars():
     a = {"check": "step", "detail": "3 tokens from its parent 0123456789abcdef: 'x'"}
     b = {"check": "step", "detail": "5 tokens from its parent fedcba9876543210: «y»\nmore"}
     assert reason(a) == reason(b) == "N tokens from its parent …: ‘…’"
-    assert reason({"check": "input", "detail": "seeds.jsonl:7: malformed JSON (column 3)"}) == "malformed JSON (column N)"
+    bad_line = {"check": "input", "detail": "seeds.jsonl:7: malformed JSON (column 3)"}
+    assert reason(bad_line) == "malformed JSON (column N)"
     assert reason({"check": "budget", "limit": "surprisal <= 6", "detail": "x"}) == "over the budget surprisal <= 6"
     assert reason({"check": "budget", "detail": "its parent 0123456789abcdef was removed (...)"}) == \
         "its parent was removed by the budget"
