@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from .errors import MicrovarError
 from .export import format_of
+from .stats import histogram, number, phase_counts, pylist, read_rejects, rejects, stage_counts, volatility
 
 ARROW_FILES = [{"split": "train", "path": "data-*.arrow"}]            # a save_to_disk directory
 PARQUET_FILES = [{"split": "train", "path": "data/train-*.parquet"}]  # the folder push uploads
@@ -225,7 +225,7 @@ class _Data:
                    sum(f.stat().st_size for f in files), read)
 
     @property
-    def names(self) -> list[str]:
+    def column_names(self) -> list[str]:
         return list(self.features)
 
     def column(self, name: str):
@@ -233,14 +233,11 @@ class _Data:
             self._columns[name] = self._read(name)
         return self._columns[name]
 
-    def pylist(self, name: str) -> list:
-        return self.column(name).to_pylist() if name in self.features else []
-
     def distinct(self, name: str) -> int:
-        return len(set(self.pylist(name)))
+        return len(set(pylist(self, name)))
 
     def head(self, n: int) -> list[dict]:
-        cols = {c: self.column(c).slice(0, n).to_pylist() for c in self.names}
+        cols = {c: self.column(c).slice(0, n).to_pylist() for c in self.column_names}
         return [{c: cols[c][i] for c in cols} for i in range(min(n, self.num_rows))]
 
 
@@ -282,30 +279,11 @@ def _read_manifest(directory: Path) -> dict:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def _read_rejects(directory: Path) -> list[dict] | None:
-    path = directory / "rejects.jsonl"
-    if not path.is_file():
-        return None
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-    return out
-
-
 # ---------------------------------------------------------------------------- the body
 
 def _context(data: _Data, manifest: dict, license_id: str | None, repo_id: str | None) -> dict:
     export = manifest.get("export") or {}
-    names = data.names
+    names = data.column_names
     fmt = export.get("format") or format_of(names)
     training = {"prompt-completion": ["prompt", "completion"], "text": ["text"],
                 "messages": ["messages"]}.get(fmt) or [c for c in ("prompt", "completion", "text", "messages")
@@ -346,20 +324,20 @@ def _context(data: _Data, manifest: dict, license_id: str | None, repo_id: str |
         "counts": counts,
         "step_share": _share(counts.get("steps_within_budget"), counts.get("steps")),
         "curriculum": _curriculum(manifest.get("curriculum")),
-        "stages": _hist_rows(Counter(data.pylist("stage"))),
-        "phases": _phases(data),
+        "stages": _hist_rows([(s.stage, s.rows) for s in stage_counts(data, manifest)]),
+        "phases": phase_counts(data),
         "per_seed": _per_seed(data),
         "seed_rows": _seed_rows(data, fmt),
         "volatility": _volatility(data, model),
         "has_volatility": "volatility" in data.features,
         "has_manifest": bool(manifest),
-        "rejects": _rejects(_read_rejects(data.directory)),
+        "rejects": _rejects(read_rejects(data.directory)),
         "columns": [{"name": c, "type": _type_name(data.features[c]), "note": COLUMN_NOTES.get(c, "")}
                     for c in names],
         "examples": _examples(data, training),
         "fence": _fence,
         "cell": _cell,
-        "num": _num,
+        "num": number,
     }
 
 
@@ -415,26 +393,14 @@ def _bar(n: int, top: int) -> str:
     return "█" * full + ("▌" if width - full >= 0.5 else ("▏" if full == 0 else ""))
 
 
-def _hist_rows(counter: Counter) -> list[dict]:
-    total = sum(counter.values())
-    top = max(counter.values(), default=0)
-    return [{"label": str(k), "count": v, "share": f"{100 * v / total:.1f}%", "bar": _bar(v, top)}
-            for k, v in counter.items()]
-
-
-def _phases(data: _Data) -> list[dict]:
-    if "phase" not in data.features:
-        return []
-    levels = data.pylist("lora_level") or [None] * data.num_rows
-    rows: dict = {}
-    for phase, level in zip(data.pylist("phase"), levels):
-        key = (phase, level)
-        rows[key] = rows.get(key, 0) + 1
-    return [{"phase": p, "level": lv, "rows": n} for (p, lv), n in rows.items()]
+def _hist_rows(counts: list[tuple[str, int]]) -> list[dict]:
+    total = sum(v for _, v in counts)
+    top = max((v for _, v in counts), default=0)
+    return [{"label": str(k), "count": v, "share": f"{100 * v / total:.1f}%", "bar": _bar(v, top)} for k, v in counts]
 
 
 def _per_seed(data: _Data) -> dict | None:
-    seeds = Counter(data.pylist("seed_id"))
+    seeds = Counter(pylist(data, "seed_id"))
     if not seeds:
         return None
     return {"min": min(seeds.values()), "max": max(seeds.values()), "seeds": len(seeds)}
@@ -445,12 +411,12 @@ def _seed_rows(data: _Data, fmt: str | None) -> dict | None:
     if "seed_id" not in data.features:
         return None
     column = {"prompt-completion": "completion", "text": "text", "messages": "messages"}.get(fmt or "")
-    seeds = data.pylist("seed_id")
+    seeds = pylist(data, "seed_id")
     rows = Counter(seeds)
     texts: dict = {}
     if column in data.features and "parent_id" in data.features:
         values = data.column(column)
-        for i, (seed, parent) in enumerate(zip(seeds, data.pylist("parent_id"))):
+        for i, (seed, parent) in enumerate(zip(seeds, pylist(data, "parent_id"))):
             if not parent and seed not in texts:
                 value = values[i].as_py()
                 texts[seed] = value[-1]["content"] if column == "messages" and value else value
@@ -462,99 +428,50 @@ def _seed_rows(data: _Data, fmt: str | None) -> dict | None:
 
 
 def _volatility(data: _Data, model: dict) -> dict | None:
-    """Histograms of each float metric over the distinct scored variants (the unchanged
-    seeds, compared with themselves, left out); ``None`` when nothing was scored."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if "volatility" not in data.features or not isinstance(data.features["volatility"], dict):
+    """Histograms of each float metric over the distinct scored variants; ``None`` when
+    nothing was scored."""
+    vol = volatility(data)
+    if vol is None:
         return None
-    vol = data.column("volatility")
-    if vol.null_count == len(vol):
-        return None
-    keep = np.zeros(len(vol), dtype=bool)
-    if "variant_id" in data.features:
-        _, first = np.unique(np.asarray(data.pylist("variant_id"), dtype=object), return_index=True)
-        keep[first] = True
-    else:
-        keep[:] = True
-    if "parent_id" in data.features:
-        keep &= np.asarray([bool(p) for p in data.pylist("parent_id")])
-    keep &= ~np.asarray(vol.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    struct = data.features["volatility"]
-    floats = [k for k, v in struct.items() if getattr(v, "dtype", None) in ("float32", "float64")]
-    metrics = []
-    for name in floats:
-        values = pc.struct_field(vol, name) if isinstance(vol, pa.ChunkedArray) else vol.field(name)
-        x = np.asarray(values.to_numpy(zero_copy_only=False), dtype=float)[keep]
-        x = x[np.isfinite(x)]
-        if len(x):
-            metrics.append({"name": name, "n": len(x), "main": name in MAIN_METRICS, **_histogram(x)})
+    metrics = [{"name": name, "n": len(x), "main": name in MAIN_METRICS, **_histogram(x)}
+               for name, x in vol.metrics.items() if len(x)]
     if not metrics:
         return None
-    return {"metrics": metrics, "variants": int(keep.sum()), "device": model.get("device"),
-            "dtype": model.get("dtype")}
+    return {"metrics": metrics, "variants": vol.variants, "device": model.get("device"), "dtype": model.get("dtype")}
 
 
 def _histogram(x) -> dict:
-    """Equal-width bins between the 1st and the 99th percentile, and one row for each tail
-    beyond them (volatility is heavy-tailed: a few jumps would squeeze the rest into one bin)."""
-    import numpy as np
-
-    lo, hi = float(x.min()), float(x.max())
-    stats = {"p10": _num(np.percentile(x, 10)), "p50": _num(np.percentile(x, 50)),
-             "p90": _num(np.percentile(x, 90)), "min": _num(lo), "max": _num(hi), "mean": _num(x.mean())}
-    if lo == hi:
-        return {"stats": stats, "bins": [{"label": f"= {_num(lo)}", "count": len(x), "share": "100.0%",
+    """A metric's summary and its bins as table rows: equal-width bins between the 1st and
+    the 99th percentile, and one row for each tail beyond them."""
+    h = histogram(x, HIST_BINS, 1, 99)
+    stats = {"p10": number(h.p10), "p50": number(h.p50), "p90": number(h.p90), "min": number(h.lo),
+             "max": number(h.hi), "mean": number(h.mean)}
+    if h.lo == h.hi:
+        return {"stats": stats, "bins": [{"label": f"= {number(h.lo)}", "count": h.n, "share": "100.0%",
                                           "bar": _bar(1, 1)}]}
-    floor, cap = float(np.percentile(x, 1)), float(np.percentile(x, 99))
-    if not lo < floor < cap:
-        floor = lo
-    if not floor < cap < hi:
-        cap = hi
-    edges = np.linspace(floor, cap, HIST_BINS + 1)
-    counts, _ = np.histogram(x[(x >= floor) & (x <= cap)], bins=edges)
-    labels = [f"[{_num(a)}, {_num(b)})" for a, b in itertools.pairwise(edges[:-1])] + [
-        f"[{_num(edges[-2])}, {_num(edges[-1])}]"]
-    pairs = list(zip(labels, (int(c) for c in counts)))
-    below, above = int((x < floor).sum()), int((x > cap).sum())
-    if below:
-        pairs.insert(0, (f"< {_num(floor)} (from {_num(lo)})", below))
-    if above:
-        pairs.append((f"> {_num(cap)} (to {_num(hi)})", above))
+    edges = h.edges
+    labels = [f"[{number(a)}, {number(b)})" for a, b in itertools.pairwise(edges[:-1])] + [
+        f"[{number(edges[-2])}, {number(edges[-1])}]"]
+    pairs = list(zip(labels, h.counts))
+    if h.below:
+        pairs.insert(0, (f"< {number(edges[0])} (from {number(h.lo)})", h.below))
+    if h.above:
+        pairs.append((f"> {number(edges[-1])} (to {number(h.hi)})", h.above))
     top = max(c for _, c in pairs)
-    return {"stats": stats, "bins": [{"label": lb, "count": c, "share": f"{100 * c / len(x):.1f}%",
+    return {"stats": stats, "bins": [{"label": lb, "count": c, "share": f"{100 * c / h.n:.1f}%",
                                       "bar": _bar(c, top)} for lb, c in pairs]}
-
-
-_HEX_ID = re.compile(r"\b[0-9a-f]{16}\b")
-_NUMBER = re.compile(r"(?<![A-Za-z_])\d+(?:\.\d+)?(?:e-?\d+)?")
-
-
-def _reason(r: dict) -> str:
-    if r.get("check") == "budget" and r.get("limit"):
-        return f"over the limit {r['limit']}"
-    detail = str(r.get("detail") or "")
-    if r.get("check") == "input":
-        detail = detail.split(": ", 1)[-1]  # drop FILE:LINE
-    detail = _NUMBER.sub("N", _HEX_ID.sub("…", detail.splitlines()[0] if detail else ""))
-    return detail[:140] + ("…" if len(detail) > 140 else "")
 
 
 def _rejects(records: list[dict] | None) -> dict | None:
     if records is None:
         return None
-    by_check = Counter(str(r.get("check")) for r in records)
-    example = {}
-    for r in records:
-        example.setdefault(str(r.get("check")), r.get("text") or "")
-    reasons = Counter((str(r.get("check")), _reason(r)) for r in records)
-    shown = reasons.most_common(SHOW_REASONS)
-    return {"total": len(records),
-            "checks": [{"check": k, "count": v, "example": _clip(example[k], 80)} for k, v in by_check.most_common()],
-            "reasons": [{"check": c, "reason": why, "count": n} for (c, why), n in shown],
-            "more_reasons": len(reasons) - len(shown)}
+    summary = rejects(records)
+    shown = summary.reasons[:SHOW_REASONS]
+    return {"total": summary.total,
+            "checks": [{"check": c.check, "count": c.count, "example": _clip(c.example.get("text") or "", 80)}
+                       for c in summary.checks],
+            "reasons": [{"check": r.check, "reason": r.reason, "count": r.count} for r in shown],
+            "more_reasons": len(summary.reasons) - len(shown)}
 
 
 def _examples(data: _Data, training: list[str]) -> list[str]:
@@ -600,16 +517,3 @@ def _cell(value, limit: int = 120) -> str:
 def _clip(text: str, limit: int) -> str:
     text = " ⏎ ".join(text.splitlines()) if "\n" in text or "\r" in text else text
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _num(x) -> str:
-    if x is None:
-        return ""
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if x == 0:
-        return "0"
-    if abs(x) >= 1000 or abs(x) < 0.001:
-        return f"{x:.3g}"
-    return f"{x:.3f}".rstrip("0").rstrip(".")

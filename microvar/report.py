@@ -15,20 +15,17 @@ with autoescaping on."""
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from . import __version__
 from .errors import MicrovarError
 from .export import read_manifest
 from .evaluate import _fingerprint
+from .stats import histogram, phase_counts, read_rejects, rejects, short_number, stage_counts, volatility
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +41,7 @@ METRIC_HELP = {
 for _k in ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1"):
     METRIC_HELP["seed_" + _k] = f"{_k}, against the seed instead of the parent"
 EMBEDDED_PREFIX = "SmolLM2-135M-Instruct (embedded"
+SHOW_REASONS = 10   # per check
 
 
 @dataclass
@@ -72,7 +70,8 @@ def build_report(opts: ReportOptions) -> list[str]:
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    manifest, rows, rejects = _read_out(opts.out)
+    manifest, table, rejected = _read_out(opts.out)
+    rows = table.to_pylist()
     if not opts.output.parent.is_dir():
         raise MicrovarError(f"{opts.output.parent} does not exist")
     probe = None
@@ -98,7 +97,7 @@ def build_report(opts: ReportOptions) -> list[str]:
     for g in gaps:
         gaps_of.setdefault(g["seed_id"], []).append(g)
     rejects_of: dict[str, list[dict]] = {}
-    for r in rejects:
+    for r in rejected:
         rejects_of.setdefault(r.get("seed_id"), []).append(r)
     seeds = []
     bar = tqdm(chosen, unit="seed", leave=False, desc="report", disable=not opts.progress)
@@ -128,7 +127,7 @@ def build_report(opts: ReportOptions) -> list[str]:
     if evaluation is not None and (evaluation.get("dataset") or {}).get("fingerprint") != _fingerprint(opts.out):
         limits.append(f"The evaluation {opts.evaluation.name} was made on another dataset than this one "
                       f"({(evaluation.get('dataset') or {}).get('path')}).")
-    context = _page_context(opts.out.name, manifest, rows, rejects, gaps, seeds, probe, limits, fm)
+    context = _page_context(opts.out.name, manifest, table, rows, rejected, gaps, seeds, probe, limits, fm)
     context["evaluation"] = _eval_view(evaluation) if evaluation is not None else None
     html = render_page(context)
     _write_atomic(opts.output, html)
@@ -141,7 +140,7 @@ def build_report(opts: ReportOptions) -> list[str]:
 
 def write_probe_page(probe: dict, path: Path) -> None:
     """The response map alone, as a self-contained page."""
-    context = _page_context(None, None, [], [], [], [], probe, [], None)
+    context = _page_context(None, None, None, [], [], [], [], probe, [], None)
     _write_atomic(path, render_page(context))
 
 
@@ -152,7 +151,7 @@ def render_page(context: dict) -> str:
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
                              autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["num"] = _num
+    env.filters["num"] = short_number
     env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
     return env.get_template("report.html.j2").render(**context)
 
@@ -160,7 +159,8 @@ def render_page(context: dict) -> str:
 # ---------------------------------------------------------------- reading
 
 
-def _read_out(out: Path) -> tuple[dict, list[dict], list[dict]]:
+def _read_out(out: Path) -> tuple[dict, object, list[dict]]:
+    """The manifest, the rows (a ``pyarrow.Table``) and the rejects of OUT."""
     from datasets import load_from_disk
 
     manifest = read_manifest(out)
@@ -168,14 +168,7 @@ def _read_out(out: Path) -> tuple[dict, list[dict], list[dict]]:
         ds = load_from_disk(str(out))
     except Exception as e:  # noqa: BLE001 (datasets raises several kinds; all mean "not a dataset directory")
         raise MicrovarError(f"{out}: cannot open the dataset: {e}") from None
-    rows = ds.to_list()
-    rejects = []
-    rpath = out / "rejects.jsonl"
-    if rpath.is_file():
-        for line in rpath.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rejects.append(json.loads(line))
-    return manifest, rows, rejects
+    return manifest, ds.with_format("arrow")[:], read_rejects(out) or []
 
 
 def _select(ids: list[str], spec: str | None) -> list[str]:
@@ -412,9 +405,7 @@ def _prob(p: float) -> str:
 # ---------------------------------------------------------------- page
 
 
-def _page_context(name, manifest, rows, rejects, gaps, seeds, probe, limits, fields) -> dict:
-    from .recipe import METRICS
-
+def _page_context(name, manifest, table, rows, rejected, gaps, seeds, probe, limits, fields) -> dict:
     manifest = manifest or {}
     model = manifest.get("model") or {}
     cur = manifest.get("curriculum") or {}
@@ -427,30 +418,15 @@ def _page_context(name, manifest, rows, rejects, gaps, seeds, probe, limits, fie
 
         gaps = [{**g, "from_text": variant_text(unique[g["from"]]) if g["from"] in unique else "",
                  "to_text": variant_text(unique[g["to"]]) if g["to"] in unique else ""} for g in gaps]
-    metric_hists = []
-    if scored:
-        variants = [r["volatility"] for r in unique.values() if r["parent_id"] and r.get("volatility")]
-        for k in METRICS:
-            h = histogram([v[k] for v in variants if v.get(k) is not None])
-            if h:
-                metric_hists.append({"name": k, **h})
-        layers = Counter(v.get("drift_layer") for v in variants if v.get("drift") is not None)
-        if layers:
-            keys = sorted(k for k in layers if k is not None) + ([None] if None in layers else [])
-            metric_hists.append({"name": "drift_layer", **category_bars(
-                [("none" if k is None else str(k), layers[k]) for k in keys])})
-    stage_rows = Counter(r["stage"] for r in rows)
-    stage_unique = Counter(r["stage"] for r in unique.values())
-    stage_order = list(dict.fromkeys(r["stage"] for r in sorted(rows, key=lambda r: (r["seed_id"], r["step"]))))
-    stage_hist = category_bars([(s, stage_rows[s]) for s in _stage_sorted(stage_order, manifest)],
-                               extra={s: stage_unique[s] for s in stage_rows}) if rows else None
+    vol = volatility(table) if scored and rows else None
+    stages = stage_counts(table, manifest) if rows else []
     cards = []
     if manifest:
         counts = manifest.get("counts") or {}
         share = cur.get("within_step_share")
         cards = [("seeds", len({r["seed_id"] for r in rows})), ("rows", len(rows)), ("unique variants", len(unique)),
-                 ("rejected", len(rejects)), ("steps within budget", f"{100 * share:.1f}%" if share is not None
-                                              else "n/a"),
+                 ("rejected", len(rejected)), ("steps within budget", f"{100 * share:.1f}%" if share is not None
+                                               else "n/a"),
                  ("bridge rows", cur.get("bridged_rows", 0)), ("gaps", len(gaps)),
                  ("duplicates merged", counts.get("duplicates", 0))]
     return {
@@ -459,42 +435,46 @@ def _page_context(name, manifest, rows, rejects, gaps, seeds, probe, limits, fie
         "fields": fields is not None, "fields_model": fields.name if fields is not None else None,
         "curriculum": cur, "cards": cards, "limits": limits, "bins": [{"cls": f"b{i}", "label": lab}
                                                                    for i, (_, lab) in enumerate(BINS)],
-        "stage_hist": stage_hist, "metric_hists": metric_hists, "seeds": seeds,
-        "rejects": _rejects_view(rejects), "n_rejects": len(rejects), "gaps": gaps,
+        "stage_hist": category_bars([(s.stage, s.rows) for s in stages], extra={s.stage: s.variants for s in stages})
+        if stages else None,
+        "phase_hist": _phase_bars(table) if rows else None,
+        "metric_hists": _metric_hists(vol) if vol is not None else [],
+        "scored_variants": vol.variants if vol is not None else 0, "seeds": seeds,
+        "rejects": _rejects_view(rejected), "n_rejects": len(rejected), "gaps": gaps,
         "seed_anchor": {s["id"]: s["anchor"] for s in seeds}, "probe": _probe_view(probe) if probe else None,
         "has_dataset": bool(manifest), "metric_help": METRIC_HELP,
     }
 
 
-def _stage_sorted(found: list[str], manifest: dict) -> list[str]:
-    """Stages in the recipe's order when the recipe text says it, else as found."""
-    for rec in (manifest.get("recipes") or {}).values():
-        m = re.search(r"^\s*stages\s+(.+)$", rec.get("text") or "", re.MULTILINE)
-        if m:
-            order = [s.strip() for s in m.group(1).split("#")[0].split(">")]
-            return [s for s in order if s in found] + [s for s in found if s not in order]
-    return found
+def _metric_hists(vol) -> list[dict]:
+    """A histogram of every volatility metric, then the first drifting layer as categories."""
+    from .recipe import METRICS
+
+    hists = [{"name": k, **histogram_bars(vol.metrics[k])} for k in METRICS if len(vol.metrics.get(k, ()))]
+    layers = vol.drift_layers
+    if layers:
+        keys = sorted(k for k in layers if k is not None) + ([None] if None in layers else [])
+        hists.append({"name": "drift_layer", **category_bars([("none" if k is None else str(k), layers[k])
+                                                              for k in keys])})
+    return hists
 
 
-def histogram(values: list[float], bins: int = 20, width: int = 260, height: int = 64) -> dict | None:
-    """Bars for an inline SVG: equal bins from the minimum to the 98th percentile, the rest
-    in one overflow bar (volatility metrics have long tails)."""
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if not len(a):
+def _phase_bars(table) -> dict | None:
+    phases = phase_counts(table)
+    if not phases:
         return None
-    lo, top = float(a.min()), float(a.max())
-    hi = float(np.quantile(a, 0.98)) if len(a) >= 50 else top
-    if hi <= lo:
-        hi = lo + 1e-9
-        bins = 1
-    edges = np.linspace(lo, hi, bins + 1)
-    counts = np.histogram(a[a <= hi], edges)[0].tolist()
-    over = int((a > hi).sum())
-    cells = [(f"{_num(edges[i])} – {_num(edges[i + 1])}", c) for i, c in enumerate(counts)]
-    if over:
-        cells.append((f"> {_num(hi)} (up to {_num(top)})", over))
-    out = _bars(cells, width, height, overflow=bool(over))
-    out.update(n=len(a), lo=_num(lo), hi=_num(top), p50=_num(float(np.median(a))))
+    return category_bars([(f"{p.phase} · {p.level}" if p.level else str(p.phase), p.rows) for p in phases])
+
+
+def histogram_bars(x, bins: int = 20, width: int = 260, height: int = 64) -> dict:
+    """Bars for an inline SVG: equal bins from the minimum to the 98th percentile (of 50
+    values or more), the rest in one overflow bar (volatility metrics have long tails)."""
+    h = histogram(x, bins, 0, 98 if len(x) >= 50 else 100)
+    cells = [(f"{short_number(a)} – {short_number(b)}", c) for a, b, c in zip(h.edges, h.edges[1:], h.counts)]
+    if h.above:
+        cells.append((f"> {short_number(h.edges[-1])} (up to {short_number(h.hi)})", h.above))
+    out = _bars(cells, width, height, overflow=bool(h.above))
+    out.update(n=h.n, lo=short_number(h.lo), hi=short_number(h.hi), p50=short_number(h.p50))
     return out
 
 
@@ -519,56 +499,13 @@ def _bars(cells: list[tuple[str, float]], width: int, height: int, overflow: boo
     return {"bars": bars, "width": width, "height": height, "peak": peak, "labels": labels}
 
 
-def _num(x) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, int | np.integer):
-        return str(int(x))
-    x = float(x)
-    if not math.isfinite(x):
-        return str(x)
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return f"{x:.0f}"
-    if abs(x) >= 1:
-        return f"{x:.2f}"
-    if abs(x) >= 0.01:
-        return f"{x:.3f}"
-    return f"{x:.1e}"
-
-
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|«[^»]*»")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-
-
-def _reason(r: dict) -> str:
-    """A reject's reason with its particulars (numbers, quoted text) replaced, to group by."""
-    detail = r.get("detail") or ""
-    if r.get("check") == "budget":
-        if r.get("limit"):
-            return f"over the budget {r['limit']}"
-        if detail.startswith("its parent"):
-            return "its parent was removed by the budget"
-    if detail.startswith("seed rejected"):
-        detail = "seed rejected: " + detail.split(":", 1)[1] if ":" in detail else detail
-    return _NUMBER.sub("N", _QUOTED.sub("‘…’", detail))
-
-
-def _rejects_view(rejects: list[dict]) -> list[dict]:
-    by_check: dict[str, Counter] = {}
-    example: dict[tuple[str, str], dict] = {}
-    for r in rejects:
-        check = r.get("check") or "?"
-        why = _reason(r)
-        by_check.setdefault(check, Counter())[why] += 1
-        example.setdefault((check, why), r)
+def _rejects_view(rejected: list[dict]) -> list[dict]:
     out = []
-    for check, reasons in sorted(by_check.items(), key=lambda kv: -sum(kv[1].values())):
-        total = sum(reasons.values())
-        items = [{"reason": why, "count": c, "share": c / total,
-                  "example": example[(check, why)]} for why, c in reasons.most_common(10)]
-        out.append({"check": check, "count": total, "reasons": items, "more": max(0, len(reasons) - 10)})
+    for c in rejects(rejected).checks:
+        items = [{"reason": r.reason, "count": r.count, "share": r.count / c.count, "example": r.example}
+                 for r in c.reasons[:SHOW_REASONS]]
+        out.append({"check": c.check, "count": c.count, "reasons": items,
+                    "more": max(0, len(c.reasons) - SHOW_REASONS)})
     return out
 
 
@@ -587,7 +524,7 @@ def _probe_view(probe: dict) -> dict:
         rows = []
         for kind, k in kinds.items():
             by, pos = k["ripple_kl"]["by_distance"], k["ripple_kl"]["positions"]
-            ripple = _bars([(f"{b} tokens after the edit: KL {_num(by[b])} over {pos[b]} positions",
+            ripple = _bars([(f"{b} tokens after the edit: KL {short_number(by[b])} over {pos[b]} positions",
                              0 if by[b] is None else by[b]) for b in BUCKETS], 120, 28, peak=kl_peak)
             curve = k["drift"]["curve"]
             first = k["drift"]["layers"]
@@ -645,8 +582,8 @@ def _plane(rows: list[dict], width: int = 320, height: int = 200, pad: int = 28)
     dots = [{"name": "base", "xy": at(0.0, 0.0), "base": True}]
     dots += [{"name": r["name"], "xy": at(r["target_change"] or 0.0, r["kl"] or 0.0), "base": False,
               "x": r["target_change"], "y": r["kl"]} for r in rows]
-    return {"width": width, "height": height, "pad": pad, "dots": dots, "x_lo": _num(x_lo), "x_hi": _num(x_hi),
-            "y_hi": _num(y_hi)}
+    return {"width": width, "height": height, "pad": pad, "dots": dots, "x_lo": short_number(x_lo),
+            "x_hi": short_number(x_hi), "y_hi": short_number(y_hi)}
 
 
 def _line(values: list[float], width: int, height: int, peak: float, threshold: float) -> dict:
@@ -656,7 +593,7 @@ def _line(values: list[float], width: int, height: int, peak: float, threshold: 
         return height - 2 - (height - 4) * min(v, peak) / peak
 
     pts = " ".join(f"{width * i / n:.1f},{y(v):.1f}" for i, v in enumerate(values))
-    return {"points": pts, "width": width, "height": height, "peak": _num(max(values)), "layers": len(values),
+    return {"points": pts, "width": width, "height": height, "peak": short_number(max(values)), "layers": len(values),
             "thr_y": round(y(threshold), 1)}
 
 

@@ -1,0 +1,49 @@
+"""`microvar lint`'s checks one at a time: each is a function of the shared context and one
+subject that yields problems, listed once in the registry."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+from microvar.lint import Context, LintOptions, SeedCase, checks
+from microvar.lint import markup as markup_checks
+from microvar.lint import seeds as seed_checks
+from microvar.lint import tokens as token_checks
+from microvar.recipe import parse_recipe
+
+
+def context(tmp_path, tk, *lines: dict) -> tuple[Context, list]:
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8")
+    ctx = Context(LintOptions(str(path)), str(path))
+    ctx.tk = tk
+    return ctx, seed_checks.read(ctx)
+
+
+def case(ctx: Context, seed, recipe) -> SeedCase:
+    written = (ctx.line_object(seed.line) or {}).get("markup")
+    return SeedCase(seed, recipe, ctx.tk.encode([seed.text])[0], written)
+
+
+def test_every_check_is_registered_once_and_yields():
+    listed = [c for group in (checks.RECIPE, checks.TEMPLATE_GATES, checks.TEMPLATE, checks.SEED_GATES, checks.SEED,
+                              checks.TEMPLATE_SEEDS) for c in group]
+    assert len(listed) == len(set(listed))
+    assert all(inspect.isgeneratorfunction(c) for c in listed)
+
+
+def test_unused_markup_alone(tmp_path, tk):
+    ctx, (seed,) = context(tmp_path, tk, {"id": "a", "markup": "The {~cat} and the {~dog} ran."})
+    recipe = parse_recipe("recipe r\nedit identity\n", "r.recipe")
+    (problem,) = markup_checks.unused(ctx, case(ctx, seed, recipe))
+    line = (tmp_path / "seeds.jsonl").read_text(encoding="utf-8").splitlines()[0]
+    assert (problem.code, problem.line, problem.column) == ("unused-markup", 1, line.index("{~") + 1)
+    assert "edit reorder" in problem.message and not ctx.report.problems   # a check yields; the run adds
+
+
+def test_tail_cost_alone(tmp_path, tk):
+    ctx, _ = context(tmp_path, tk, {"id": "a", "text": "Hi."})
+    recipe = parse_recipe('recipe r\nedit identity\nedit tail "→ a long tail of many words:"\n', "r.recipe")
+    (problem,) = token_checks.tail_cost(ctx, recipe)
+    assert (problem.code, problem.severity, problem.line) == ("tail-cost", "warning", 3)
