@@ -275,7 +275,7 @@ def train_arm(arm: str, rows: list[dict], model_path: str | None, meter: Meter, 
     trainer.add_callback(Checkpoints())
     trainer.train()
     return {"arm": arm, "points": points, "seconds": round(time.perf_counter() - t0, 1),
-            "rows_available": len(rows)}
+            "rows_available": len(rows), "largest_step_tokens": max(counted.tokens[:trainer.state.global_step])}
 
 
 class Counted:
