@@ -26,6 +26,7 @@ from .expand import Expander, Reject, SeedResult, trim_shares
 from .export import (
     META_COLUMNS,
     check_target,
+    quiet_datasets,
     staging,
     training_fields,
     write_dataset,
@@ -617,6 +618,7 @@ def split_dataset(out: Path, by: str, target: Path | None = None, overwrite: boo
 
     if not (out / "dataset_info.json").is_file() and not (out / "state.json").is_file():
         raise MicrovarError(f"{out}: not a dataset written by microvar expand")
+    quiet_datasets()
     ds = load_from_disk(str(out))
     if by not in ds.column_names:
         raise MicrovarError(f"{out} has no column {by!r}")
