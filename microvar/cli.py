@@ -149,7 +149,7 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
     score = model != "none"
     limits = _budget_limits(budget)
     opts = Options(seeds, out, list(recipes), model if score else None, tokenizer, variants, seed, skip_invalid,
-                   overwrite, split_long, progress=not quiet and sys.stderr.isatty(), score=score, device=device,
+                   overwrite, split_long, progress=not quiet, score=score, device=device,
                    dtype=dtype, batch_tokens=batch_tokens, drift=drift, drift_threshold=drift_threshold,
                    budget=tuple(limits), format=fmt, prompt_from=prompt_from,
                    separator=separator.encode("latin-1", "backslashreplace").decode("unicode_escape"),
@@ -376,7 +376,7 @@ def probe(seeds, out, recipes, model, variants, seed, device, dtype, batch_token
     from .probe import ProbeOptions, run_probe
 
     opts = ProbeOptions(seeds, out, list(recipes), model, variants, seed, device, dtype, batch_tokens, drift_threshold,
-                        progress=not quiet and sys.stderr.isatty())
+                        progress=not quiet)
     result = run_probe(opts)
     if html is not None:
         from .report import write_probe_page

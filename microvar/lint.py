@@ -37,7 +37,7 @@ from rapidfuzz.distance import Levenshtein
 
 from .errors import InputError, location
 from .markup import Alt, MarkupSyntaxError, Opt, Swap, parse_markup, render_original
-from .recipe import Recipe, load_recipe, parse_recipe
+from .recipe import Recipe, load_recipe, parse_recipe_all
 from .resources import data_dir
 from .seeds import Seed, read_seeds
 from .tokens import Candidate, align, check_in_vocab, check_round_trip
@@ -917,24 +917,3 @@ def designer_limit(recipe: Recipe, stage: str) -> int:
     """The most tokens a designer-written edit of this stage may move: the stage's step
     limit, or the recipe's `allow designer` when that is larger."""
     return max(recipe.step_limit(stage), recipe.designer or 0)
-
-
-def parse_recipe_all(text: str, filename: str) -> tuple[Recipe | None, list[InputError]]:
-    """Parse a recipe, collecting every error: after an error its line is set aside (blanked)
-    and parsing starts again. Returns the recipe without the bad lines (None if nothing is
-    left to parse) and the errors."""
-    errors: list[InputError] = []
-    lines = text.split("\n")
-    for _ in range(len(lines) + 1):
-        try:
-            recipe = parse_recipe("\n".join(lines), filename)
-        except InputError as e:
-            errors.append(e)
-            if e.line is None or not 0 < e.line <= len(lines) or not lines[e.line - 1].strip():
-                return None, errors
-            lines[e.line - 1] = ""
-            continue
-        if errors:
-            recipe = dataclasses.replace(recipe, text=text)
-        return recipe, errors
-    return None, errors
