@@ -60,7 +60,7 @@ class ProbeOptions:
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
-    batch_tokens: int = 1024
+    batch_tokens: int | None = None    # None: the scorer's default for the device and vocabulary
     drift_threshold: float = 0.1
     progress: bool = True
 
