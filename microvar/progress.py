@@ -50,7 +50,8 @@ class LineProgress:
         per_min = 60 * done / elapsed if elapsed > 0 else 0.0
         left = f"about {_duration(60 * (self.total - self.n) / per_min)} left" if per_min else "time left unknown"
         share = 100 * self.n / self.total if self.total else 100.0
-        return f"{self.desc}: {self.n}/{self.total} {self.unit}s ({share:.0f}%), {per_min:.3g} {self.unit}s/min, {left}"
+        rate = f"{per_min:.3g}" if per_min < 100 else f"{per_min:.0f}"
+        return f"{self.desc}: {self.n}/{self.total} {self.unit}s ({share:.0f}%), {rate} {self.unit}s/min, {left}"
 
     def close(self) -> None:
         pass
