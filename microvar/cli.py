@@ -260,7 +260,8 @@ def split(out, by, target, overwrite, quiet):
 @_output("to_dir", "--to-dir", default=None, help="Write the Hub-ready folder here instead of uploading it.")
 @click.option("--license", "license_", default=None, metavar="ID",
               help="License id for the card [default: the one OUT was made with].")
-@click.option("--overwrite", is_flag=True, help="Replace the -o folder if it exists, or the files of a Hub repo that has some.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the -o folder if it exists, or the files of a Hub repo that has some.")
 @_quiet("No upload progress bar or summary line (the URL still goes to stdout).")
 def push(out, repo_id, private, token, revision, to_dir, license_, overwrite, quiet):
     """Upload the dataset OUT to the Hub dataset repo REPO_ID (or write it to a folder, -o DIR):
