@@ -38,6 +38,55 @@ def _budget_limits(texts: tuple[str, ...]) -> list:
     return limits
 
 
+class _Option(click.Option):
+    """An option whose ``old`` spellings still work but are left out of --help and of
+    error messages, so every command shows one name for one meaning."""
+
+    def __init__(self, *args, old: tuple[str, ...] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.old = set(old)
+
+    def _shown(self, method, ctx):
+        every = self.opts
+        self.opts = [o for o in every if o not in self.old]
+        try:
+            return method(ctx)
+        finally:
+            self.opts = every
+
+    def get_help_record(self, ctx):
+        return self._shown(super().get_help_record, ctx)
+
+    def get_error_hint(self, ctx):
+        return self._shown(super().get_error_hint, ctx)
+
+
+def _output(dest: str, *old: str, help: str, **kwargs):
+    """-o/--output on every command that writes something; ``old`` are the names it had."""
+    return click.option("-o", "--output", *old, dest, cls=_Option, old=old, type=kwargs.pop("type", None)
+                        or click.Path(path_type=Path), help=help, **kwargs)
+
+
+def _quiet(help: str = "No progress bar or summary."):
+    return click.option("-q", "--quiet", is_flag=True, help=help)
+
+
+def _json():
+    """--json on the commands that print a report a tool may read; --format text|json was its
+    old spelling (--format means training columns in expand)."""
+    def wrap(f):
+        f = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default=None, hidden=True)(f)
+        return click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for tools.")(f)
+    return wrap
+
+
+def _batch_tokens(default: str = "2048 on CPU, 16384 on CUDA, scaled down for vocabularies over 49k tokens: "
+                  "384 and 3072 for Gemma 3"):
+    """--batch-tokens, with one default rule (score.default_batch_tokens) for every command."""
+    return click.option("--batch-tokens", type=click.IntRange(min=16), default=None,
+                        help=f"Padded tokens per forward batch [default: {default}].")
+
+
 def _report(lines: list[str], wrote: Path) -> None:
     for line in lines:
         click.echo(line, err=True)
@@ -55,7 +104,7 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.argument("seeds", type=str)
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path), help="Output dataset directory.")
+@_output("out", "--out", required=True, help="Output dataset directory.")
 @click.option("--recipe", "recipes", multiple=True, help="Recipe file or shipped name; the first is the default. Repeatable.")
 @click.option("--model", default=None, help="Reference model: a local HF model dir or .gguf (default: embedded "
               "SmolLM2-135M); 'none' expands without scoring.")
@@ -64,9 +113,7 @@ def main(verbose: bool) -> None:
               help="Where the reference model runs; auto picks CUDA when present.")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="auto: bfloat16 on CUDA, float32 elsewhere.")
-@click.option("--batch-tokens", type=click.IntRange(min=16), default=None,
-              help="Padded tokens per scoring batch [default: 2048 on CPU, 16384 on CUDA, "
-              "scaled down for vocabularies over 49k tokens: 384 and 3072 for Gemma 3].")
+@_batch_tokens()
 @click.option("--budget", "budget", multiple=True, metavar="LIMITS",
               help="Volatility limits like 'ripple_kl<=0.3, top1>=0.9'; replace the recipe's on the same metric. Repeatable.")
 @click.option("--drift", is_flag=True, help="Also find the first layer whose hidden states drift (slower).")
@@ -81,8 +128,9 @@ def main(verbose: bool) -> None:
               help="Training columns, in TRL's dataset formats: prompt/completion pairs, text, or chat messages.")
 @click.option("--prompt", "prompt_from", type=click.Choice(["parent", "seed"]), default="parent", show_default=True,
               help="What a pair's prompt (or user turn) is: the variant's parent, or its seed.")
-@click.option("--separator", default="\n", show_default=True,
-              help="Appended to the prompt (prompt-completion); backslash escapes like \\n are understood.")
+@click.option("--separator", default="\n",
+              help="Appended to the prompt (prompt-completion); backslash escapes like \\t are understood "
+              "[default: \\n, a newline].")
 @click.option("--chat-template", default=None, metavar="FILE",
               help="messages: a Jinja chat template (a file, or a name in templates/) [default: the tokenizer's].")
 @click.option("--schedule", type=click.Choice(["blocked", "interleaved", "spaced"]), default=None,
@@ -99,7 +147,7 @@ def main(verbose: bool) -> None:
 @click.option("--shard-seeds", type=click.IntRange(min=1), default=32, show_default=True,
               help="Seeds per shard: finished shards survive a crash and --resume keeps them.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (and discard an unfinished run).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@_quiet()
 def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, budget, drift, drift_threshold, variants,
            seed, skip_invalid, split_long, fmt, prompt_from, separator, chat_template, schedule, presentations,
            bridges, license_, holdout, resume, shard_seeds, overwrite, quiet):
@@ -109,7 +157,7 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
     score = model != "none"
     limits = _budget_limits(budget)
     opts = Options(seeds, out, list(recipes), model if score else None, tokenizer, variants, seed, skip_invalid,
-                   overwrite, split_long, progress=not quiet and sys.stderr.isatty(), score=score, device=device,
+                   overwrite, split_long, progress=not quiet, score=score, device=device,
                    dtype=dtype, batch_tokens=batch_tokens, drift=drift, drift_threshold=drift_threshold,
                    budget=tuple(limits), format=fmt, prompt_from=prompt_from,
                    separator=separator.encode("latin-1", "backslashreplace").decode("unicode_escape"),
@@ -134,10 +182,9 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
               help="Warn about seeds that expand to fewer variants [default: the recipe's repeat, 24].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the expansion, as for expand.")
 @click.option("--no-expand", is_flag=True, help="Do not expand the seeds to count their variants (faster on big files).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json: one object {problems, errors, warnings, notes} for tools.")
-@click.option("-q", "--quiet", is_flag=True, help="Errors and warnings only (no notes).")
-def lint(seeds, templates, recipes, model, tokenizer, variants, min_variants, seed, no_expand, fmt, quiet):
+@_json()
+@_quiet("Errors and warnings only (no notes).")
+def lint(seeds, templates, recipes, model, tokenizer, variants, min_variants, seed, no_expand, as_json, fmt, quiet):
     """Check SEEDS (JSONL, or - for stdin), the recipes it uses and their wrap templates (plus
     TEMPLATES) in one pass: FILE:LINE:COL: severity: message for each problem. Exit 1 when
     there are errors, 0 with warnings and notes only (2: a path that cannot be read)."""
@@ -148,7 +195,7 @@ def lint(seeds, templates, recipes, model, tokenizer, variants, min_variants, se
 
     report = run_lint(LintOptions(seeds, list(recipes), list(templates), None if model == "none" else model,
                                   tokenizer, variants, seed, min_variants, expand=not no_expand))
-    if fmt == "json":
+    if as_json or fmt == "json":
         click.echo(json.dumps(report.to_json(notes=not quiet), ensure_ascii=False, indent=1))
     else:
         for line in report.lines(notes=not quiet):
@@ -173,9 +220,9 @@ def lint(seeds, templates, recipes, model, tokenizer, variants, min_variants, se
               help="Rows a drift path may step back through, as for expand.")
 @click.option("--rejects/--no-rejects", default=True, show_default=True, help="Also show the rejected variants.")
 @click.option("--width", type=click.IntRange(min=20), default=None, help="Columns [default: the terminal's, else 100].")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json: the same as one object, for tools.")
-def preview(seeds, seed_id, recipes, model, tokenizer, device, budget, variants, seed, bridges, rejects, width, fmt):
+@_json()
+def preview(seeds, seed_id, recipes, model, tokenizer, device, budget, variants, seed, bridges, rejects, width, as_json,
+            fmt):
     """Show one seed's variants in curriculum order: each one's token diff against its parent,
     step tokens, volatility, kept or why rejected, and its place in the seed's drift path."""
     import json
@@ -185,7 +232,7 @@ def preview(seeds, seed_id, recipes, model, tokenizer, device, budget, variants,
     pv = build_preview(PreviewOptions(seeds, seed_id, list(recipes), None if model == "none" else model,
                                       tokenizer, score=model != "none", device=device, budget=tuple(limits),
                                       variants=variants, seed=seed, bridges=bridges))
-    if fmt == "json":
+    if as_json or fmt == "json":
         click.echo(json.dumps(pv.to_json(rejects), ensure_ascii=False, indent=1))
     else:
         print_preview(pv, width=width, rejects=rejects)
@@ -194,15 +241,16 @@ def preview(seeds, seed_id, recipes, model, tokenizer, device, budget, variants,
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--by", type=click.Choice(["lora_level", "phase"]), required=True, help="Column to split on.")
-@click.option("-o", "--to", "target", type=click.Path(path_type=Path), default=None,
-              help="Directory for the parts [default: OUT-by-COLUMN].")
+@_output("target", "--to", default=None, help="Directory for the parts [default: OUT-by-COLUMN].")
 @click.option("--overwrite", is_flag=True, help="Replace the target if it exists.")
-def split(out, by, target, overwrite):
+@_quiet("No summary line.")
+def split(out, by, target, overwrite, quiet):
     """Write one dataset per LoRA level or phase of OUT, rows in curriculum order."""
     from .pipeline import split_dataset
 
     counts = split_dataset(out, by, target, overwrite)
-    click.echo(", ".join(f"{k}: {v} rows" for k, v in counts.items()), err=True)
+    if not quiet:
+        click.echo(", ".join(f"{k}: {v} rows" for k, v in counts.items()), err=True)
 
 
 @main.command()
@@ -212,37 +260,44 @@ def split(out, by, target, overwrite):
 @click.option("--token", default=None, help="Hugging Face token with write access [default: HF_TOKEN, else the "
               "`hf auth login` token].")
 @click.option("--revision", default=None, metavar="BRANCH", help="Push to this branch (created if missing).")
-@click.option("--to-dir", "to_dir", type=click.Path(path_type=Path), default=None,
-              help="Write the Hub-ready folder here instead of uploading it.")
+@_output("to_dir", "--to-dir", default=None, help="Write the Hub-ready folder here instead of uploading it.")
 @click.option("--license", "license_", default=None, metavar="ID",
               help="License id for the card [default: the one OUT was made with].")
-@click.option("--overwrite", is_flag=True, help="Replace --to-dir if it exists, or the files of a Hub repo that has some.")
-def push(out, repo_id, private, token, revision, to_dir, license_, overwrite):
-    """Upload the dataset OUT to the Hub dataset repo REPO_ID (or write it to --to-dir):
+@click.option("--overwrite", is_flag=True,
+              help="Replace the -o folder if it exists, or the files of a Hub repo that has some.")
+@_quiet("No upload progress bar or summary line (the URL still goes to stdout).")
+def push(out, repo_id, private, token, revision, to_dir, license_, overwrite, quiet):
+    """Upload the dataset OUT to the Hub dataset repo REPO_ID (or write it to a folder, -o DIR):
     parquet shards in curriculum order plus a dataset card, in one commit."""
     from .hub import push as push_to_hub
     from .hub import to_dir as write_dir
 
     if (repo_id is None) == (to_dir is None):
-        raise MicrovarError("give exactly one of REPO_ID (upload to the Hub) or --to-dir DIR (a local folder)")
+        raise MicrovarError("give exactly one of REPO_ID (upload to the Hub) or -o DIR (a local folder)")
     if to_dir is not None:
         if private or token or revision:
-            raise MicrovarError("--private, --token and --revision are for uploading to REPO_ID, not --to-dir")
+            raise MicrovarError("--private, --token and --revision are for uploading to REPO_ID, not --to-dir / -o DIR "
+                                  "(a local folder)")
         folder = write_dir(out, to_dir, overwrite=overwrite, license=license_)
-        click.echo(f"wrote {folder.path}: {folder.rows} rows in {folder.shards} parquet shard(s) and README.md",
-                   err=True)
+        if not quiet:
+            click.echo(f"wrote {folder.path}: {folder.rows} rows in {folder.shards} parquet shard(s) and README.md",
+                       err=True)
         return
+    if quiet or not sys.stderr.isatty():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()  # the upload's bars: worth watching on a terminal, noise in a log
     url = push_to_hub(out, repo_id, private=private, token=token, revision=revision, license=license_,
                       overwrite=overwrite)
-    click.echo(f"pushed {out} to {url}", err=True)
+    if not quiet:
+        click.echo(f"pushed {out} to {url}", err=True)
     click.echo(url)
 
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--model", default=None, help="Base model: a local HF model dir or .gguf (default: embedded SmolLM2-135M).")
-@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
-              help="Adapter directory to write.")
+@_output("output", required=True, help="Adapter directory to write.")
 @click.option("--level", default=None, help="Train only rows of this lora_level.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Optimizer steps per phase [default: one pass over the phase's rows].")
@@ -254,7 +309,7 @@ def push(out, repo_id, private, token, revision, to_dir, license_, overwrite):
               help="Where to train; auto picks CUDA when present (bf16 there, fp32 elsewhere).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (LoRA initialisation).")
 @click.option("--overwrite", is_flag=True, help="Replace the adapter directory if it exists.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@_quiet()
 def train(out, model, output, level, steps, batch_size, lr, lora_r, device, seed, overwrite, quiet):
     """Train a LoRA adapter on the dataset OUT in curriculum order: phases ascending, each
     phase's rows in their order (needs `pip install 'microvar[train]'`)."""
@@ -278,11 +333,11 @@ def train(out, model, output, level, steps, batch_size, lr, lora_r, device, seed
 @click.option("--model", default=None, help="Base model: a local HF model dir or .gguf (default: embedded SmolLM2-135M).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "mps"]),
               help="Where the models run.")
-@click.option("--batch-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
-              help="Padded tokens per batch.")
-@click.option("-o", "--output", "output", default=None, type=click.Path(path_type=Path, dir_okay=False),
-              help="Write every figure (per seed and overall) as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="No table.")
+@_batch_tokens("half of expand's, as it keeps two vocabulary-sized rows a position: 1024 on CPU, 8192 on "
+               "CUDA, 192 and 1536 for Gemma 3")
+@_output("output", default=None, type=click.Path(path_type=Path, dir_okay=False),
+         help="Write every figure (per seed and overall) as JSON.")
+@_quiet("No table.")
 def evaluate(adapters, out, control, seeds, model, device, batch_tokens, output, quiet):
     """Measure LoRA ADAPTERS against their base model: implant (NLL of the seeds' targets, texts,
     held-out variants and rows by stage), collateral (KL, NLL change and top-1 agreement on
@@ -302,8 +357,8 @@ def evaluate(adapters, out, control, seeds, model, device, batch_tokens, output,
 
 @main.command()
 @click.argument("seeds", type=str)
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="The response map to write (JSON).")
+@_output("out", "--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+         help="The response map to write (JSON).")
 @click.option("--recipe", "recipes", multiple=True, help="Recipe file or shipped name; the first is the default. Repeatable.")
 @click.option("--model", default=None, help="Reference model: a local HF model dir or .gguf (default: embedded SmolLM2-135M).")
 @click.option("--variants", type=click.IntRange(min=1), default=16, show_default=True,
@@ -313,13 +368,12 @@ def evaluate(adapters, out, control, seeds, model, device, batch_tokens, output,
               help="Where the reference model runs; auto picks CUDA when present.")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="auto: bfloat16 on CUDA, float32 elsewhere.")
-@click.option("--batch-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
-              help="Padded tokens per forward batch.")
+@_batch_tokens()
 @click.option("--drift-threshold", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
               help="Relative hidden-state change that counts as drift.")
 @click.option("--html", "html", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the map as a self-contained HTML page.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@_quiet()
 def probe(seeds, out, recipes, model, variants, seed, device, dtype, batch_tokens, drift_threshold, html, quiet):
     """Measure how the reference model reacts to each kind of edit of SEEDS: per seed and edit
     kind, surprisal, ripple KL by distance from the edit, top-1 agreement and the layer where
@@ -330,7 +384,7 @@ def probe(seeds, out, recipes, model, variants, seed, device, dtype, batch_token
     from .probe import ProbeOptions, run_probe
 
     opts = ProbeOptions(seeds, out, list(recipes), model, variants, seed, device, dtype, batch_tokens, drift_threshold,
-                        progress=not quiet and sys.stderr.isatty())
+                        progress=not quiet)
     result = run_probe(opts)
     if html is not None:
         from .report import write_probe_page
@@ -354,8 +408,7 @@ def _num(x) -> str:
 
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="The HTML file to write.")
+@_output("output", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The HTML file to write.")
 @click.option("--model", default=None, help="Model for the token fields: a local HF model dir or .gguf [default: the "
               "one OUT was scored with]; 'none' skips the fields and charts.")
 @click.option("--probe", "probe_map", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
@@ -371,9 +424,8 @@ def _num(x) -> str:
               help="Where the model runs; auto picks CUDA when present.")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="auto: bfloat16 on CUDA, float32 elsewhere.")
-@click.option("--batch-tokens", type=click.IntRange(min=16), default=1024, show_default=True,
-              help="Padded tokens per forward batch.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@_batch_tokens()
+@_quiet()
 def report(out, output, model, probe_map, evaluation, seed_filter, max_seeds, rows_per_seed, device, dtype, batch_tokens,
            quiet):
     """Write a self-contained HTML report of the dataset OUT: per seed its curriculum path as

@@ -451,14 +451,14 @@ class EvalOptions:
     seeds: str | None = None
     model: str | None = None
     device: str = "auto"
-    batch_tokens: int = 1024
+    batch_tokens: int | None = None    # None: default_batch_tokens(rows=2), 1024 on CPU with SmolLM2
     output: Path | None = None
 
 
 def evaluate(opts: EvalOptions) -> dict:
     """Every figure of the module's doc, as one JSON-ready dict (see README `microvar evaluate`)."""
     from .model import load_model, model_hash, resolve
-    from .score import context_token
+    from .score import context_token, default_batch_tokens
     from .tokens import load_tokenizer
     from .train import passive_openmp, require_trl
 
@@ -486,7 +486,8 @@ def evaluate(opts: EvalOptions) -> dict:
     groups = _texts(data, control)
     room = (tk.context or 1 << 30) - 1   # a text longer than the context is scored on its beginning
     encoded = [ids[:room] for ids in tk.encode([text for _, text in groups])]
-    sums = measure(model, len(adapters), encoded, ctx, opts.batch_tokens)
+    batch_tokens = opts.batch_tokens or default_batch_tokens(lm.device, tk.vocab_size, rows=2)
+    sums = measure(model, len(adapters), encoded, ctx, batch_tokens)
     echo_prompts = [ids[:ECHO_PROMPT_TOKENS] for ids in tk.encode(control[:ECHO_PROMPTS])]
     echo = measure_echo(model, len(adapters), [[ctx] + p for p in echo_prompts if p], _stop_ids(tk.hf, ctx))
     result = _assemble(data, adapters, groups, sums, echo)

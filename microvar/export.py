@@ -130,11 +130,18 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_dataset(directory: Path, rows: list[dict], fmt: str = "text") -> None:
-    from datasets import Dataset
+def quiet_datasets() -> None:
+    """Turn off the datasets library's bars (one per shard saved or loaded): they say nothing
+    the command's own progress and summary do not, and fill a log with carriage returns."""
     from datasets.utils.logging import disable_progress_bar
 
-    disable_progress_bar()  # our own progress bar is the one on stderr
+    disable_progress_bar()
+
+
+def write_dataset(directory: Path, rows: list[dict], fmt: str = "text") -> None:
+    from datasets import Dataset
+
+    quiet_datasets()
     data = {c: [r[c] for r in rows] for c in columns(fmt)}
     # one explicit shard when there are no rows: datasets writes no data file otherwise, and
     # cannot load the directory back (every seed rejected is a result, not an error)

@@ -28,7 +28,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .score import _batches, _split_model, alignment, context_token, log_softmax_in_place, pad_batch
+from .score import (
+    _batches,
+    _split_model,
+    alignment,
+    context_token,
+    default_batch_tokens,
+    log_softmax_in_place,
+    pad_batch,
+)
 
 BUCKETS = ("1", "2", "3", "4-7", "8-15", "16+")
 
@@ -91,13 +99,13 @@ class _Full:
 class FieldModel:
     """Token fields and ripples with one reference model (a ``model.LoadedModel``)."""
 
-    def __init__(self, lm, tk, *, batch_tokens: int = 1024, hidden: bool = True, drift_threshold: float = 0.1,
+    def __init__(self, lm, tk, *, batch_tokens: int | None = None, hidden: bool = True, drift_threshold: float = 0.1,
                  max_rows: int = 64, cache_bytes: int = 256 << 20) -> None:
         self.model = lm.model
         self.device = next(lm.model.parameters()).device
         self.tk = tk
         self.ctx = context_token(tk.hf)
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = batch_tokens or default_batch_tokens(self.device.type, tk.vocab_size)
         self.hidden = hidden
         self.threshold = drift_threshold
         self.max_rows = max_rows

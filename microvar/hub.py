@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .card import PARQUET_FILES, load_saved, write_card
 from .errors import MicrovarError
-from .export import staging
+from .export import quiet_datasets, staging
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def load(out: Path):
         raise MicrovarError(f"{out}: no such directory")
     if not (out / "state.json").is_file() or not (out / "dataset_info.json").is_file():
         raise MicrovarError(f"{out}: not a dataset written by microvar expand (no state.json / dataset_info.json)")
+    quiet_datasets()
     ds = load_saved(out)
     if not len(ds):
         raise MicrovarError(f"{out} has no rows (every seed was rejected: see {out / 'rejects.jsonl'}); "
@@ -52,11 +53,8 @@ def load(out: Path):
 def build(out: Path, folder: Path, license: str | None = None, repo_id: str | None = None,
           max_shard_bytes: int = MAX_SHARD_BYTES, ds=None) -> Folder:
     """Write the Hub folder for OUT into the (existing, empty) directory ``folder``."""
-    from datasets.utils.logging import disable_progress_bar
-
     out = Path(out)
     ds = ds if ds is not None else load(out)
-    disable_progress_bar()
     n = max(1, math.ceil(ds.data.nbytes / max_shard_bytes))
     n = min(n, max(1, len(ds)))
     data = folder / "data"
@@ -89,7 +87,7 @@ def to_dir(out: Path, target: Path, overwrite: bool = False, license: str | None
 def _not_nested(out: Path, target: Path) -> None:
     a, b = out.resolve(), target.resolve()
     if a == b or a in b.parents or b in a.parents:
-        raise MicrovarError(f"--to-dir {target} must be outside the dataset {out} (and not contain it)")
+        raise MicrovarError(f"-o {target} must be outside the dataset {out} (and not contain it)")
 
 
 def resolve_token(token: str | None) -> str:
@@ -127,7 +125,7 @@ def push(out: Path, repo_id: str, private: bool = False, token: str | None = Non
     token = resolve_token(token)
     if constants.HF_HUB_OFFLINE:
         raise MicrovarError("HF_HUB_OFFLINE is set, so the Hub cannot be reached; nothing was uploaded (unset it, "
-                            "or write the folder with --to-dir and upload it later)")
+                            "or write the folder with -o DIR (--to-dir) and upload it later)")
     ds = load(out)
     network = (HTTPError, OSError)   # HfHubHTTPError and its kin, httpx transport errors, connection errors
     try:  # beside OUT: the same disk as the data, which /tmp may be too small for

@@ -14,8 +14,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from . import __version__
 from .budget import BudgetStats, apply_budget, combine, volatility_record
 from .card import write_card
@@ -26,6 +24,7 @@ from .expand import Expander, Reject, SeedResult, hold_out, trim_shares
 from .export import (
     META_COLUMNS,
     check_target,
+    quiet_datasets,
     staging,
     training_fields,
     write_dataset,
@@ -34,6 +33,7 @@ from .export import (
 )
 from .recipe import Limit, Recipe, load_recipe
 from .fluency import SubstitutionStats
+from .progress import progress
 from .reorder import ReorderStats
 from .resources import data_dir
 from .seeds import Seed, read_seeds
@@ -56,7 +56,7 @@ class Options:
     skip_invalid: bool = False
     overwrite: bool = False
     split_long: bool = False
-    progress: bool = True
+    progress: bool = True              # a bar on a terminal, else a line every 30 s (progress.py)
     score: bool = True                 # False: --model none (expansion only)
     device: str = "auto"
     dtype: str = "auto"
@@ -220,24 +220,39 @@ class Summary:
 
 
 def choose_recipes(seeds: list[Seed], refs: list[str], seeds_dir: Path | None) -> tuple[Recipe, dict[str, Recipe]]:
-    """The default recipe (first --recipe, else the shipped one) and every recipe a seed names."""
-    loaded = [load_recipe(r) for r in refs] or [load_recipe("default")]
+    """The default recipe (first --recipe, else the shipped one) and every recipe a seed names.
+    Every error of every recipe is raised together, as lint lists them."""
+    errors: list[InputError] = []
+    loaded = [_load_recipe(r, None, errors) for r in refs] or [_load_recipe("default", None, errors)]
     by_ref: dict[str, Recipe] = {}
     for ref, recipe in zip(refs, loaded):
-        by_ref[ref] = by_ref[recipe.name] = recipe
-    errors = []
+        if recipe is not None:
+            by_ref[ref] = by_ref[recipe.name] = recipe
+    failed = set(refs) - set(by_ref)
     for s in seeds:
-        if s.recipe and s.recipe not in by_ref:
-            try:
-                by_ref[s.recipe] = load_recipe(s.recipe, seeds_dir)
-            except InputError as e:
-                if e.file == s.recipe and e.line is None:
-                    errors.append(InputError(s.file, s.line, f"recipe {s.recipe!r}: {e.message}"))
-                else:
-                    errors.append(e)
+        if s.recipe and s.recipe not in by_ref and s.recipe not in failed:
+            missing: list[InputError] = []
+            recipe = _load_recipe(s.recipe, seeds_dir, missing)
+            if recipe is not None:
+                by_ref[s.recipe] = recipe
+            elif len(missing) == 1 and missing[0].file == s.recipe and missing[0].line is None:
+                errors.append(InputError(s.file, s.line, f"recipe {s.recipe!r}: {missing[0].message}"))
+            else:
+                failed.add(s.recipe)   # its errors once, not once per seed that names it
+                errors.extend(missing)
     if errors:
         raise InputErrors(errors)
     return loaded[0], by_ref
+
+
+def _load_recipe(ref: str, relative_to: Path | None, errors: list[InputError]) -> Recipe | None:
+    try:
+        return load_recipe(ref, relative_to)
+    except InputErrors as e:
+        errors.extend(e.errors)
+    except InputError as e:
+        errors.append(e)
+    return None
 
 
 _SPLIT_AT = re.compile(r"(?<=\n)|(?<=[.!?…。])\s+")
@@ -285,8 +300,8 @@ def run_expand(opts: Options) -> Summary:
     work = Work(opts.out, _fingerprint(opts, sf, used, tk, ref), opts.resume, opts.overwrite)
     shards = [seeds[i:i + opts.shard_seeds] for i in range(0, len(seeds), opts.shard_seeds)]
     done = work.done(len(shards))
-    bar = tqdm(total=len(seeds), initial=sum(len(shards[k]) for k in done), unit="seed", leave=False,
-               desc="expanding" if lm is None else "expanding+scoring", disable=not opts.progress)
+    bar = progress(len(seeds), initial=sum(len(shards[k]) for k in done), unit="seed",
+                   desc="expanding" if lm is None else "expanding+scoring", enabled=opts.progress)
     measures: dict[int, StepMeasure] = {}
 
     def measure(recipe: Recipe) -> StepMeasure:
@@ -641,6 +656,7 @@ def split_dataset(out: Path, by: str, target: Path | None = None, overwrite: boo
 
     if not (out / "dataset_info.json").is_file() and not (out / "state.json").is_file():
         raise MicrovarError(f"{out}: not a dataset written by microvar expand")
+    quiet_datasets()
     ds = load_from_disk(str(out))
     if by not in ds.column_names:
         raise MicrovarError(f"{out} has no column {by!r}")

@@ -42,6 +42,7 @@ import numpy as np
 from .edits.base import STAGE_OF_KIND
 from .errors import MicrovarError
 from .field import BUCKETS, FieldModel, bucket
+from .progress import tracked
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class ProbeOptions:
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
-    batch_tokens: int = 1024
+    batch_tokens: int | None = None    # None: the scorer's default for the device and vocabulary
     drift_threshold: float = 0.1
     progress: bool = True
 
@@ -126,8 +127,6 @@ def _r(x) -> float:
 
 def run_probe(opts: ProbeOptions) -> dict:
     """Expand, measure and write the response map to ``opts.out``; returns the map."""
-    from tqdm.auto import tqdm
-
     from .advisor import Advisor
     from .expand import Expander
     from .pipeline import Options, choose_recipes, load_reference
@@ -150,8 +149,7 @@ def run_probe(opts: ProbeOptions) -> dict:
 
     totals: dict[str, _Acc] = {}
     seeds_out = []
-    bar = tqdm(sf.seeds, unit="seed", leave=False, desc="probing", disable=not opts.progress)
-    for s in bar:
+    for s in tracked(sf.seeds, desc="probing", unit="seed", enabled=opts.progress):
         recipe = recipes[s.recipe] if s.recipe else default
         result = expander.expand(s, recipe)
         entry = {"id": s.id, "text": s.text, "recipe": recipe.name, "variants": len(result.kept),
@@ -178,7 +176,6 @@ def run_probe(opts: ProbeOptions) -> dict:
             entry["kinds"][kind] = accs[kind].to_json(opts.drift_threshold)
             totals.setdefault(kind, _Acc()).merge(accs[kind])
         seeds_out.append(entry)
-    bar.close()
     seconds = time.perf_counter() - started
     result = {
         "schema": SCHEMA,

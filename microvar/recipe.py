@@ -7,13 +7,13 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, UnexpectedInput, v_args
 from lark.exceptions import VisitError
 
-from .errors import InputError
+from .errors import InputError, InputErrors
 from .markup import caret_context, describe_expected
 from .resources import data_dir, read_text
 
@@ -313,6 +313,27 @@ def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
     return _build(items, text, filename)
 
 
+def parse_recipe_all(text: str, filename: str) -> tuple[Recipe | None, list[InputError]]:
+    """Parse a recipe, collecting every error: after an error its line is set aside (blanked)
+    and parsing starts again. Returns the recipe without the bad lines (None if nothing is
+    left to parse) and the errors."""
+    errors: list[InputError] = []
+    lines = text.split("\n")
+    for _ in range(len(lines) + 1):
+        try:
+            recipe = parse_recipe("\n".join(lines), filename)
+        except InputError as e:
+            errors.append(e)
+            if e.line is None or not 0 < e.line <= len(lines) or not lines[e.line - 1].strip():
+                return None, errors
+            lines[e.line - 1] = ""
+            continue
+        if errors:
+            recipe = replace(recipe, text=text)
+        return recipe, errors
+    return None, errors
+
+
 def _build(items: list, text: str, filename: str) -> Recipe:
     r = Recipe(source=filename, text=text, edits=())
     base = Path(filename).parent if filename and not filename.startswith("<") else None
@@ -429,12 +450,22 @@ def load_recipe(ref: str, relative_to: Path | None = None) -> Recipe:
                 text = path.read_text(encoding="utf-8-sig")
             except UnicodeDecodeError as e:
                 raise InputError(str(path), None, f"recipe is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-            return parse_recipe(text, str(path))
+            return _parse_reporting_all(text, str(path))
     shipped = data_dir("recipes") / f"{ref}.recipe"
     if shipped.is_file():
         return parse_recipe(shipped.read_text(encoding="utf-8"), f"<shipped>/{shipped.name}")
     names = ", ".join(sorted(p.stem for p in data_dir("recipes").glob("*.recipe")))
     raise InputError(ref, None, f"no such recipe file, and not a shipped recipe name ({names})")
+
+
+def _parse_reporting_all(text: str, filename: str) -> Recipe:
+    """The recipe, or every error in it at once (as lint lists them), not only the first."""
+    recipe, errors = parse_recipe_all(text, filename)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise InputErrors(errors)
+    return recipe
 
 
 def default_recipe() -> Recipe:

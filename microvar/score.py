@@ -136,12 +136,14 @@ class _Seq:
 REFERENCE_VOCAB = 49152   # SmolLM2's: the default batch sizes were measured with it
 
 
-def default_batch_tokens(device: str, vocab: int) -> int:
-    """Padded tokens per scoring batch: 2048 on CPU, 16384 on CUDA for a 49k vocabulary,
-    fewer for a larger one, so that a batch's log-probabilities (tokens x vocab floats, kept
-    for the metrics) stay the size they are for SmolLM2 (400 MB on CPU): Gemma 3's 262k
-    vocabulary gets 384 on CPU, 3072 on CUDA."""
-    base = 16384 if device == "cuda" else 2048
+def default_batch_tokens(device: str, vocab: int, rows: int = 1) -> int:
+    """Padded tokens per batch, for every command that runs the reference model: 2048 on CPU,
+    16384 on CUDA for a 49k vocabulary, fewer for a larger one, so that a batch's
+    log-probabilities (tokens x vocab floats, kept for the metrics) stay the size they are for
+    SmolLM2 (400 MB on CPU): Gemma 3's 262k vocabulary gets 384 on CPU, 3072 on CUDA.
+    ``rows``: vocabulary-sized rows a command keeps per position (evaluate keeps two: the
+    base's log-probabilities and probabilities), dividing the tokens to keep the same bytes."""
+    base = (16384 if device == "cuda" else 2048) // rows
     return max(128, int(base * min(1.0, REFERENCE_VOCAB / vocab)) // 64 * 64)
 
 

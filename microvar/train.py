@@ -37,7 +37,8 @@ class PhaseReport:
     phase: int
     levels: list[str]
     rows: int               # rows of the dataset in this phase (after --level)
-    trained_rows: int       # rows TRL kept (it drops rows truncation leaves with no loss)
+    kept_rows: int          # rows TRL kept (it drops rows truncation leaves with no loss)
+    trained_rows: int       # rows the optimizer's steps took: steps x batch, a row taken twice counting twice
     steps: int
     epochs: float
     loss: float | None      # mean training loss over the phase's steps
@@ -73,7 +74,8 @@ class TrainReport:
                + (f", level {self.level}" if self.level else "") + f") on {self.device} in {self.seconds:.1f} s"]
         for p in self.phases:
             loss = f"{p.loss:.3f}" if p.loss is not None else "-"
-            out.append(f"  phase {p.phase} ({', '.join(p.levels)}): {p.trained_rows} rows, {p.steps} steps, "
+            out.append(f"  phase {p.phase} ({', '.join(p.levels)}): {p.trained_rows} of {p.rows} rows trained, "
+                       f"{p.steps} steps, "
                        f"loss {loss}, {p.seconds:.1f} s")
         return out
 
@@ -331,7 +333,7 @@ def _train_phase(peft_model, tokenizer, part, phase: int, work: Path, device: st
     flat = [o for b in batches for o in b]
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     return PhaseReport(
-        phase=phase, levels=sorted(set(part["lora_level"])), rows=len(part), trained_rows=kept,
+        phase=phase, levels=sorted(set(part["lora_level"])), rows=len(part), kept_rows=kept, trained_rows=len(flat),
         steps=state.global_step, epochs=round(state.epoch or 0.0, 3),
         loss=_num(result.training_loss), last_loss=_num(losses[-1]) if losses else None,
         first_order=flat[0] if flat else None, last_order=flat[-1] if flat else None,

@@ -154,6 +154,7 @@ def test_train_cli_writes_adapter_phases_ascending(exported, tiny_model, tmp_pat
     for p in info["phases"]:
         rows = [r for r in ds.to_list() if r["phase"] == p["phase"]]
         assert p["steps"] == 2 and p["rows"] == len(rows) and p["in_order"]
+        assert p["trained_rows"] == 2 * 2 and p["kept_rows"] == len(rows)   # 2 steps of 2 rows, not the phase
         assert p["first_order"] == rows[0]["order"] and p["loss"] is not None and math.isfinite(p["loss"])
         assert p["levels"] == sorted({r["lora_level"] for r in rows})
     assert info["seconds"] > 0 and info["steps_per_phase"] == 2
@@ -178,6 +179,7 @@ def test_train_level_one_pass_by_default(exported, tiny_model, tmp_path):
     for p in info["phases"]:
         n = sum(r["phase"] == p["phase"] for r in rows)
         assert p["levels"] == [level] and p["steps"] == math.ceil(n / 4) and p["epochs"] == 1.0
+        assert p["trained_rows"] == p["kept_rows"] == n   # one pass takes every row once
         assert p["in_order"] and p["last_order"] == max(r["order"] for r in rows if r["phase"] == p["phase"])
 
 

@@ -23,11 +23,12 @@ The checks are small functions that yield problems, one module per family (``see
 ``markup``, ``recipes``, ``templates``, ``tokens``, ``expansion``), registered in ``checks``;
 a ``Context`` carries what they share. Adding a check is one function and one test."""
 
+from ..recipe import parse_recipe_all
 from .checks import lint
 from .context import Context, LintOptions, SeedCase
 from .positions import markup_positions, raw_index, string_spans
 from .problems import SEVERITIES, Problem, Report
-from .recipes import designer_limit, parse_recipe_all
+from .recipes import designer_limit
 from .seeds import MAX_TOKENS_PER_CHAR, odd_characters
 from .templates import WRAP_VARIABLES
 

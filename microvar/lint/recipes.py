@@ -5,12 +5,11 @@ text, for the checks that point into it."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
 from ..errors import InputError
-from ..recipe import Recipe, load_recipe, parse_recipe
+from ..recipe import Recipe, load_recipe, parse_recipe_all
 from ..seeds import Seed
 from .context import Context
 from .problems import Problem
@@ -61,27 +60,6 @@ def _parse_file(ctx: Context, path: Path) -> Recipe | None:
     for e in errors:
         ctx.add(Problem(e.file, e.line, e.column, "error", "recipe", e.message, context=e.context))
     return found
-
-
-def parse_recipe_all(text: str, filename: str) -> tuple[Recipe | None, list[InputError]]:
-    """Parse a recipe, collecting every error: after an error its line is set aside (blanked)
-    and parsing starts again. Returns the recipe without the bad lines (None if nothing is
-    left to parse) and the errors."""
-    errors: list[InputError] = []
-    lines = text.split("\n")
-    for _ in range(len(lines) + 1):
-        try:
-            parsed = parse_recipe("\n".join(lines), filename)
-        except InputError as e:
-            errors.append(e)
-            if e.line is None or not 0 < e.line <= len(lines) or not lines[e.line - 1].strip():
-                return None, errors
-            lines[e.line - 1] = ""
-            continue
-        if errors:
-            parsed = dataclasses.replace(parsed, text=text)
-        return parsed, errors
-    return None, errors
 
 
 def statement(recipe: Recipe, word: str, needle: str | None = None) -> tuple[int | None, int | None]:
