@@ -8,7 +8,10 @@ volatility histograms, rejects, columns) and how to train on it without shufflin
 ``write_card`` reads everything from the folder it writes into: a ``save_to_disk`` directory
 (``microvar expand``'s OUT) or a folder of parquet shards (``microvar push``), with
 ``manifest.json`` and ``rejects.jsonl`` beside the data; a missing manifest or rejects file
-only leaves their sections out."""
+only leaves their sections out.
+
+Over 400 lines: the card's front matter and body sections, one small function each over one
+``_Data``; the statistics themselves come from ``stats.py``, shared with the report."""
 
 from __future__ import annotations
 

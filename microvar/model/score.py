@@ -17,7 +17,10 @@ token ids; f is the first position where they differ:
   top1                      share of the same tokens where both predict the same argmax
   drift, drift_layer        (--drift) relative change of each layer's hidden state at
                             those tokens, and the first layer where it passes a threshold
-"""
+
+
+Over 400 lines: the prefix-shared batched forward and the metrics read off its buffers are
+one algorithm; the scoring issue rewrites this module and can split it along its new seams."""
 
 from __future__ import annotations
 
