@@ -30,7 +30,7 @@ def substitutions(text: str, starts: list[int], words: list[tuple[int, int, int]
                   n: int, stats: SubstitutionStats) -> list[tuple[int, int, int, list[str]]]:
     """Up to n words (most surprising first) with the model's alternatives that still read:
     no function words, the sentence at most ``stats.margin`` nats worse, and only where the
-    model reads the sentence in words (see microvar.fluency)."""
+    model reads the sentence in words (see fluency.py)."""
     asked: list[tuple[int, int, int, list[str]]] = []
     for i, start, end in words[:2 * n]:
         alts = advisor.alternatives(probe, starts[i] + start, starts[i] + end, k)
@@ -60,7 +60,7 @@ def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random,
             model_swaps: int = 0, n_substitute: int = 3, reorder: ReorderRule | None = None,
             substitute: SubstitutionStats | None = None) -> list[Part]:
     """Add anchors (and, under a reorder rule, up to ``n_swaps`` word pairs that still read
-    when swapped, see microvar.reorder; and model alternatives for up to ``n_substitute``
+    when swapped, see reorder.py; and model alternatives for up to ``n_substitute``
     words when ``model_swaps`` > 0) inside literal text."""
     has_anchor = any(isinstance(p, Anchor) for p in parts)
     has_swap = any(isinstance(p, Swap) for p in parts)

@@ -42,7 +42,7 @@ def read(ctx: Context) -> list[Seed]:
         data = Path(path).read_bytes() if Path(path).is_file() else b""
     ctx.raw_lines = [x.removesuffix(b"\r").decode("utf-8", "replace")
                      for x in data.removeprefix(b"\xef\xbb\xbf").split(b"\n")]
-    quiet = logging.getLogger("microvar.seeds")
+    quiet = logging.getLogger(read_seeds.__module__)
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # unknown fields become problems here, not log lines
     try:
