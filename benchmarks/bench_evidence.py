@@ -98,7 +98,8 @@ def joined_seeds(files: list[Path], work: Path, ids: list[str], limit: int | Non
 
 def expanded(seeds: Path, work: Path, args, model: str | None) -> Path:
     """The curriculum with held-out variants (expand --holdout), reused when the inputs match."""
-    from microvar.pipeline import Options, run_expand
+    from microvar.pipeline.options import Options
+    from microvar.pipeline.run import run_expand
 
     key = hashlib.sha256(json.dumps([seeds.read_text("utf-8"), args.holdout, args.variants, args.seed,
                                      model, args.quick]).encode()).hexdigest()[:16]
@@ -118,7 +119,7 @@ def expanded(seeds: Path, work: Path, args, model: str | None) -> Path:
 def arm_rows(arm: str, rows: list[dict], targets: dict[str, str], seed: int) -> list[dict]:
     """One arm's training rows, in the order it trains them (enough to cycle through: the
     trainer stops at the token budget)."""
-    from microvar.export import variant_text
+    from microvar.export.dataset import variant_text
 
     if arm == "microvar":
         return [{"prompt": r["prompt"], "completion": r["completion"], "seed_id": r["seed_id"]} for r in rows]
@@ -163,7 +164,7 @@ def tiny_model(work: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from microvar.tokens import load_tokenizer
+    from microvar.model.load import load_tokenizer
 
     d = work / "tiny-llama"
     if not (d / "config.json").is_file():
@@ -191,7 +192,7 @@ class Meter:
 
     def __call__(self, model) -> dict:
         """Figures of adapter a0 (and, the first time, of the base)."""
-        from microvar.evaluate import ECHO_NEW_TOKENS, Sums, echo_share, generate, measure
+        from microvar.train.eval_measure import ECHO_NEW_TOKENS, Sums, echo_share, generate, measure
 
         was_training = model.training
         model.eval()
@@ -234,7 +235,7 @@ def train_arm(arm: str, rows: list[dict], model_path: str | None, meter: Meter, 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
-    from microvar.model import load_model, resolve
+    from microvar.model.load import load_model, resolve
 
     t0 = time.perf_counter()
     lm = load_model(resolve(model_path), "cpu", "float32")
@@ -297,7 +298,7 @@ class Counted:
     that are not -100, less the first position of each row, which nothing predicts)."""
 
     def __init__(self, collator) -> None:
-        from microvar.train import OrderLog
+        from microvar.train.lora import OrderLog
 
         self.log = OrderLog(collator)
         self.tokens: list[int] = []
@@ -409,15 +410,15 @@ def plot(results: list[dict], level: float | None, path: Path) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from microvar.train import passive_openmp
+    from microvar.train.lora import passive_openmp
 
     passive_openmp()
     import torch
 
-    from microvar.evaluate import ECHO_PROMPT_TOKENS, ECHO_PROMPTS, _stop_ids, default_control, read_data
-    from microvar.model import load_model, model_hash, resolve
-    from microvar.score import context_token
-    from microvar.tokens import load_tokenizer
+    from microvar.model.load import load_model, load_tokenizer, model_hash, resolve
+    from microvar.model.score import context_token
+    from microvar.train.eval_inputs import default_control, read_data
+    from microvar.train.eval_measure import ECHO_PROMPT_TOKENS, ECHO_PROMPTS, _stop_ids
 
     args.work.mkdir(parents=True, exist_ok=True)
     if args.quick:

@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from microvar.expand import Expander
-from microvar.pipeline import choose_recipes
-from microvar.seeds import Seed, read_seeds
-from microvar.tokens import load_tokenizer
+from microvar.expand.expander import Expander
+from microvar.expand.seeds import Seed, read_seeds
+from microvar.model.load import load_tokenizer
+from microvar.pipeline.inputs import choose_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 

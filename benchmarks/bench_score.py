@@ -35,13 +35,12 @@ from pathlib import Path
 
 import torch
 
-from microvar.expand import Expander
-from microvar.model import load_model, pick_device
-from microvar.pipeline import choose_recipes
-from microvar.recipe import load_recipe
-from microvar.score import Group, Item, Scorer, context_token
-from microvar.seeds import Seed, read_seeds
-from microvar.tokens import load_tokenizer
+from microvar.dsl.recipe import load_recipe
+from microvar.expand.expander import Expander
+from microvar.expand.seeds import Seed, read_seeds
+from microvar.model.load import load_model, load_tokenizer, pick_device
+from microvar.model.score import Group, Item, Scorer, context_token
+from microvar.pipeline.inputs import choose_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 

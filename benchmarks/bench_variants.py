@@ -23,8 +23,8 @@ from pathlib import Path
 
 from datasets import load_from_disk
 
-from microvar.reorder import is_code, prose_ranges
-from microvar.seeds import read_seeds
+from microvar.expand.reorder import is_code, prose_ranges
+from microvar.expand.seeds import read_seeds
 
 
 def distinct(out: Path) -> list[dict]:
@@ -46,7 +46,7 @@ def text_of(r: dict) -> str:
 
 def designed(seed) -> bool:
     """A seed whose designer wrote {~...} spans: its reorders are the designer's, not the rule's."""
-    from microvar.markup import Swap
+    from microvar.dsl.markup import Swap
 
     return seed.parts is not None and any(isinstance(p, Swap) for p in seed.parts)
 
@@ -66,7 +66,7 @@ def in_code(seed, edit: str) -> bool:
 
 def designer_alternatives(seed) -> set[str]:
     """The ``a→b`` labels of the alternatives the designer wrote in a seed's markup."""
-    from microvar.markup import Alt
+    from microvar.dsl.markup import Alt
 
     return {f"{p.options[0]}→{o}" for p in seed.parts or [] if isinstance(p, Alt) and not p.model
             for o in p.options[1:]}
@@ -132,9 +132,8 @@ def main() -> None:
     seeds = {s.id: s for f in args.seeds for s in read_seeds(f).seeds}
     advisor = None
     if args.model != "none":
-        from microvar.advisor import Advisor
-        from microvar.model import load_model, resolve
-        from microvar.tokens import load_tokenizer
+        from microvar.model.advisor import Advisor
+        from microvar.model.load import load_model, load_tokenizer, resolve
 
         tk, _ = load_tokenizer(args.model, None)
         advisor = Advisor(load_model(resolve(args.model), "cpu"), tk)

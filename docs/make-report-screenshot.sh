@@ -14,7 +14,7 @@ chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir
 # the sample: the map's header, the all-seeds table, and one seed with three of its variants
 python - "$work/map.json" docs/probe-sample.json <<'PY'
 import json, sys
-from microvar.probe import dumps
+from microvar.tools.probe import dumps
 m = json.load(open(sys.argv[1], encoding="utf-8"))
 seed = next(s for s in m["seeds"] if s["id"] == "think-ru-markup")
 m["seeds"] = [{**seed, "detail": seed["detail"][:3]}]

@@ -1,5 +1,8 @@
 """The `microvar` command: click wiring over the library, no logic here. Errors meant for
-the user are caught once, here, and become exit code 2."""
+the user are caught once, here, and become exit code 2.
+
+Over 400 lines: one short function per subcommand with its options; split, the wiring the CLI
+exists to show in one place would scatter."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ class _Handled(click.Group):
 
 def _budget_limits(texts: tuple[str, ...]) -> list:
     """--budget values (each 'METRIC<=X, ...') as limits; a bad one is the user's error."""
-    from .recipe import parse_limits
+    from .dsl.recipe import parse_limits
 
     limits = []
     for text in texts:
@@ -153,7 +156,8 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
            bridges, license_, holdout, resume, shard_seeds, overwrite, quiet):
     """Expand SEEDS (JSONL file, or - for stdin) into an Arrow dataset at OUT, each variant
     scored by the reference model and held to the volatility budget."""
-    from .pipeline import Options, run_expand
+    from .pipeline.options import Options
+    from .pipeline.run import run_expand
     score = model != "none"
     limits = _budget_limits(budget)
     opts = Options(seeds, out, list(recipes), model if score else None, tokenizer, variants, seed, skip_invalid,
@@ -190,8 +194,8 @@ def lint(seeds, templates, recipes, model, tokenizer, variants, min_variants, se
     there are errors, 0 with warnings and notes only (2: a path that cannot be read)."""
     import json
 
-    from .lint import LintOptions
-    from .lint import lint as run_lint
+    from .tools.lint import LintOptions
+    from .tools.lint import lint as run_lint
 
     report = run_lint(LintOptions(seeds, list(recipes), list(templates), None if model == "none" else model,
                                   tokenizer, variants, seed, min_variants, expand=not no_expand))
@@ -227,7 +231,7 @@ def preview(seeds, seed_id, recipes, model, tokenizer, device, budget, variants,
     step tokens, volatility, kept or why rejected, and its place in the seed's drift path."""
     import json
 
-    from .preview import PreviewOptions, build_preview, print_preview
+    from .tools.preview import PreviewOptions, build_preview, print_preview
     limits = _budget_limits(budget)
     pv = build_preview(PreviewOptions(seeds, seed_id, list(recipes), None if model == "none" else model,
                                       tokenizer, score=model != "none", device=device, budget=tuple(limits),
@@ -246,7 +250,7 @@ def preview(seeds, seed_id, recipes, model, tokenizer, device, budget, variants,
 @_quiet("No summary line.")
 def split(out, by, target, overwrite, quiet):
     """Write one dataset per LoRA level or phase of OUT, rows in curriculum order."""
-    from .pipeline import split_dataset
+    from .pipeline.split import split_dataset
 
     counts = split_dataset(out, by, target, overwrite)
     if not quiet:
@@ -269,8 +273,8 @@ def split(out, by, target, overwrite, quiet):
 def push(out, repo_id, private, token, revision, to_dir, license_, overwrite, quiet):
     """Upload the dataset OUT to the Hub dataset repo REPO_ID (or write it to a folder, -o DIR):
     parquet shards in curriculum order plus a dataset card, in one commit."""
-    from .hub import push as push_to_hub
-    from .hub import to_dir as write_dir
+    from .export.hub import push as push_to_hub
+    from .export.hub import to_dir as write_dir
 
     if (repo_id is None) == (to_dir is None):
         raise MicrovarError("give exactly one of REPO_ID (upload to the Hub) or -o DIR (a local folder)")
@@ -313,7 +317,7 @@ def push(out, repo_id, private, token, revision, to_dir, license_, overwrite, qu
 def train(out, model, output, level, steps, batch_size, lr, lora_r, device, seed, overwrite, quiet):
     """Train a LoRA adapter on the dataset OUT in curriculum order: phases ascending, each
     phase's rows in their order (needs `pip install 'microvar[train]'`)."""
-    from .train import train as run_train
+    from .train.lora import train as run_train
 
     report = run_train(out, model, output, level, steps, batch_size=batch_size, lr=lr, lora_r=lora_r,
                        device=device, overwrite=overwrite, seed=seed, progress=not quiet and sys.stderr.isatty())
@@ -342,8 +346,8 @@ def evaluate(adapters, out, control, seeds, model, device, batch_tokens, output,
     """Measure LoRA ADAPTERS against their base model: implant (NLL of the seeds' targets, texts,
     held-out variants and rows by stage), collateral (KL, NLL change and top-1 agreement on
     control text) and echo (prompt copying in greedy continuations)."""
-    from .evaluate import EvalOptions, table, write_result
-    from .evaluate import evaluate as run_evaluate
+    from .train.evaluate import EvalOptions, table, write_result
+    from .train.evaluate import evaluate as run_evaluate
 
     result = run_evaluate(EvalOptions(list(adapters), out, control, seeds, model, device, batch_tokens, output))
     if output is not None:
@@ -378,16 +382,16 @@ def probe(seeds, out, recipes, model, variants, seed, device, dtype, batch_token
     """Measure how the reference model reacts to each kind of edit of SEEDS: per seed and edit
     kind, surprisal, ripple KL by distance from the edit, top-1 agreement and the layer where
     hidden states start to drift; written to OUT as JSON (schema microvar.probe/1)."""
-    from .train import passive_openmp
+    from .train.lora import passive_openmp
 
     passive_openmp()  # before torch loads: a busy CPU otherwise slows every forward many times
-    from .probe import ProbeOptions, run_probe
+    from .tools.probe import ProbeOptions, run_probe
 
     opts = ProbeOptions(seeds, out, list(recipes), model, variants, seed, device, dtype, batch_tokens, drift_threshold,
                         progress=not quiet)
     result = run_probe(opts)
     if html is not None:
-        from .report import write_probe_page
+        from .tools.report import write_probe_page
 
         write_probe_page(result, html)
     if not quiet:
@@ -431,10 +435,10 @@ def report(out, output, model, probe_map, evaluation, seed_filter, max_seeds, ro
     """Write a self-contained HTML report of the dataset OUT: per seed its curriculum path as
     token probability fields, the ripple and layer drift of each variant, histograms of stages
     and volatility, rejects by reason and bridge gaps."""
-    from .train import passive_openmp
+    from .train.lora import passive_openmp
 
     passive_openmp()  # before torch loads: a busy CPU otherwise slows every forward many times
-    from .report import ReportOptions, build_report
+    from .tools.report import ReportOptions, build_report
 
     opts = ReportOptions(out, output, model, probe_map, evaluation, seed_filter, max_seeds, rows_per_seed, device,
                          dtype, batch_tokens, progress=not quiet and sys.stderr.isatty())

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from rapidfuzz.distance import Levenshtein
 
-from .expand import Variant
-from .recipe import Recipe
+from .dsl.recipe import Recipe
+from .expand.expander import Variant
 
 SCHEDULES = ("blocked", "interleaved", "spaced")
 DEFAULT_SCHEDULE = "blocked"
@@ -66,7 +66,7 @@ class StepMeasure:
     @classmethod
     def of(cls, recipe: Recipe, marker_cost) -> StepMeasure:
         """The measure for a recipe's markers and their closing forms."""
-        from .edits.base import closing
+        from .expand.edits.base import closing
 
         return cls(list(recipe.markers) + [closing(m) for m in recipe.markers], marker_cost)
 

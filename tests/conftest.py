@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from microvar.cli import main
-from microvar.tokens import load_tokenizer
+from microvar.model.load import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"

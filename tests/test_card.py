@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from datasets import Features, load_from_disk
 from huggingface_hub import DatasetCard
 
-from microvar.card import _cell, _fence, hub_license, size_category, write_card
 from microvar.cli import main
+from microvar.export.card import _cell, _fence, hub_license, size_category, write_card
 from microvar.resources import read_text
 
 SEEDS = [

@@ -71,7 +71,7 @@ def test_separator_default_is_shown_escaped():
 
 
 def test_batch_tokens_has_one_default_rule():
-    from microvar.score import default_batch_tokens
+    from microvar.model.score import default_batch_tokens
 
     for command in ("expand", "probe", "report"):
         assert "2048 on CPU, 16384 on CUDA" in _help(command)
@@ -145,7 +145,8 @@ def test_readme_summary_has_the_shape_expand_prints(tmp_path):
     refreshed by hand from a real run. Here every line of it (but the elision) must be a line
     the current code prints, in the code's order: the unscored lines from a --model none run
     of the same seeds, the scored ones from the same summary with stand-in scores."""
-    from microvar.pipeline import Options, run_expand
+    from microvar.pipeline.options import Options
+    from microvar.pipeline.run import run_expand
 
     summary = run_expand(Options(str(ROOT / "data" / "seeds.jsonl"), tmp_path / "out", score=False,
                                  progress=False))

@@ -11,18 +11,12 @@ import pytest
 from conftest import DATA
 from datasets import load_from_disk
 
-from microvar.curriculum import (
-    StepMeasure,
-    drift_path,
-    repeats_for,
-    schedule,
-    volatility_key,
-)
-from microvar.edits.base import closing
-from microvar.expand import Expander
-from microvar.export import variant_text
-from microvar.recipe import load_recipe
-from microvar.seeds import read_seeds
+from microvar.curriculum import StepMeasure, drift_path, repeats_for, schedule, volatility_key
+from microvar.dsl.recipe import load_recipe
+from microvar.expand.edits.base import closing
+from microvar.expand.expander import Expander
+from microvar.expand.seeds import read_seeds
+from microvar.export.dataset import variant_text
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +69,7 @@ def test_drift_path_walks_every_variant_in_stage_order(expanded, bridges):
 def test_lower_volatility_first_within_a_stage_when_all_steps_are_near(tk):
     """With a step budget nothing exceeds, the path inside each stage is in volatility order
     (unscored: depth, then step size)."""
-    from microvar.recipe import parse_recipe
+    from microvar.dsl.recipe import parse_recipe
 
     recipe = parse_recipe("edit identity\nedit mark anchors with markers as prefix\nedit swap alternatives\n"
                           "compose up to 2\nstep tokens <= 100\n")
@@ -91,8 +85,8 @@ def test_lower_volatility_first_within_a_stage_when_all_steps_are_near(tk):
 
 
 def _markup_seed(markup: str):
-    from microvar.markup import parse_markup, render_original
-    from microvar.seeds import Seed
+    from microvar.dsl.markup import parse_markup, render_original
+    from microvar.expand.seeds import Seed
 
     parts = parse_markup(markup)
     return Seed("s", render_original(parts), parts, file="<test>", line=1)

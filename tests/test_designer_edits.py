@@ -13,14 +13,14 @@ from dataclasses import replace
 import pytest
 from datasets import load_from_disk
 
-from microvar.budget import BudgetStats, apply_budget
-from microvar.designer import designer_edits, is_designer_move, summary_line
-from microvar.edits.base import Doc, body, close_gaps, spacing_faults
-from microvar.expand import Expander
-from microvar.markup import Anchor, Lit, Swap, parse_markup, render_original
-from microvar.recipe import METRICS, Limit, default_recipe, parse_recipe
-from microvar.seeds import Seed
-from microvar.tokens import RefTokenizer
+from microvar.dsl.markup import Anchor, Lit, Swap, parse_markup, render_original
+from microvar.dsl.recipe import METRICS, Limit, default_recipe, parse_recipe
+from microvar.expand.designer import designer_edits, is_designer_move, summary_line
+from microvar.expand.edits.base import Doc, body, close_gaps, spacing_faults
+from microvar.expand.expander import Expander
+from microvar.expand.seeds import Seed
+from microvar.expand.tokens import RefTokenizer
+from microvar.model.budget import BudgetStats, apply_budget
 
 RU = "Модель [[учится]] на {малых|крошечных} шагах."
 DEFAULT = default_recipe()

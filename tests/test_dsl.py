@@ -7,19 +7,10 @@ from conftest import DATA, ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microvar.edits import EDITS
+from microvar.dsl.markup import Alt, Anchor, Lit, MarkupSyntaxError, Opt, Swap, parse_markup, render_original
+from microvar.dsl.recipe import STAGES, EditSpec, Limit, Route, load_recipe, parse_limits, parse_recipe
 from microvar.errors import InputError
-from microvar.markup import (
-    Alt,
-    Anchor,
-    Lit,
-    MarkupSyntaxError,
-    Opt,
-    Swap,
-    parse_markup,
-    render_original,
-)
-from microvar.recipe import STAGES, EditSpec, Limit, Route, load_recipe, parse_limits, parse_recipe
+from microvar.expand.edits import EDITS
 
 
 def caret_col(context: str) -> int:

@@ -10,10 +10,10 @@ import sys
 import pytest
 from conftest import ROOT
 
-from microvar.expand import Expander
-from microvar.markup import parse_markup, render_original
-from microvar.recipe import load_recipe, parse_recipe
-from microvar.seeds import Seed
+from microvar.dsl.markup import parse_markup, render_original
+from microvar.dsl.recipe import load_recipe, parse_recipe
+from microvar.expand.expander import Expander
+from microvar.expand.seeds import Seed
 
 MARKERS = ("[HIGHLIGHT]", "[ANCHOR]", "[SHIFT]")
 ALLOW = "allow tail <= 4, wrap <= 12, truncate <= 24\njumps <= 100%\n"
@@ -249,9 +249,9 @@ def test_different_seed_may_differ(tk):
 
 
 def test_determinism_across_hash_seeds():
-    code = ("from microvar.tokens import load_tokenizer; from microvar.expand import Expander;"
-            "from microvar.recipe import load_recipe; from microvar.seeds import Seed;"
-            "from microvar.markup import parse_markup as p, render_original as r;"
+    code = ("from microvar.model.load import load_tokenizer; from microvar.expand.expander import Expander;"
+            "from microvar.dsl.recipe import load_recipe; from microvar.expand.seeds import Seed;"
+            "from microvar.dsl.markup import parse_markup as p, render_original as r;"
             "m=p('A {?very }good [[idea]] {is|was} {~this} and {~that}.');"
             "res=Expander(load_tokenizer()[0], seed=3).expand(Seed('s', r(m), m), load_recipe('default'));"
             "print([(v.variant_id, v.parent_id) for v in res.kept])")

@@ -98,7 +98,7 @@ def base_nll(model_dir, tk, text: str) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from microvar.score import context_token
+    from microvar.model.score import context_token
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
     ids = tk.encode([text])[0]
@@ -188,7 +188,7 @@ def test_targets_fall_back_to_the_longest_grow_row(work, tmp_path):
 
 
 def test_default_control_is_sampled_once_and_cached(work, monkeypatch, tmp_path):
-    from microvar import evaluate as ev
+    from microvar.train import eval_inputs as ev
 
     monkeypatch.setenv("MICROVAR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(ev, "CONTROL_NEW_TOKENS", 12)
@@ -210,7 +210,7 @@ def test_default_control_is_sampled_once_and_cached(work, monkeypatch, tmp_path)
 
 
 def test_echo_share_counts_copied_ngrams():
-    from microvar.evaluate import echo_share
+    from microvar.train.eval_measure import echo_share
 
     assert echo_share([1, 2, 3, 4, 5, 6], [3, 4, 5, 6, 9, 9]) == (1, 3)
     assert echo_share([1, 2, 3], [1, 2, 3, 4]) == (0, 1)
@@ -255,7 +255,7 @@ def test_evaluate_real_default_model(tmp_path):
     cache), an identity adapter: nothing moves. In a fresh process, like a user's."""
     from peft import LoraConfig, get_peft_model
 
-    from microvar.model import load_model, resolve
+    from microvar.model.load import load_model, resolve
 
     out = tmp_path / "out"
     res = run_cli("expand", DATA / "seeds.jsonl", "-o", out, "--model", "none", "--variants", "8", "-q")
@@ -301,7 +301,7 @@ def test_expand_holdout_sets_leaves_aside_and_evaluate_reads_them(work, tmp_path
     seed picks the same ones, and evaluate scores them as held-out variants."""
     from datasets import load_from_disk
 
-    from microvar.evaluate import read_data
+    from microvar.train.eval_inputs import read_data
 
     seeds = DATA / "seeds.jsonl"
     full, a, b = tmp_path / "full", tmp_path / "a", tmp_path / "b"

@@ -12,7 +12,7 @@ import pytest
 from conftest import DATA
 from datasets import load_from_disk
 
-from microvar.export import variant_text
+from microvar.export.dataset import variant_text
 
 MARKERS = ("[HIGHLIGHT]", "[ANCHOR]", "[SHIFT]")
 
@@ -194,8 +194,8 @@ def test_summary_and_manifest(examples):
 
 
 def test_example_recipe_uses_every_edit_kind():
-    from microvar.edits import EDITS
-    from microvar.recipe import load_recipe
+    from microvar.dsl.recipe import load_recipe
+    from microvar.expand.edits import EDITS
 
     recipe = load_recipe(str(DATA / "example.recipe"))
     assert {e.kind for e in recipe.edits} >= set(EDITS) - {"grow_model"}

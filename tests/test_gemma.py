@@ -13,9 +13,9 @@ import sys
 import pytest
 import torch
 
-from microvar import model as model_mod
 from microvar.errors import MicrovarError
-from microvar.model import GEMMA_INSTALL, GEMMA_NAME, GEMMA_PACKAGE, resolve
+from microvar.model import load as model_mod
+from microvar.model.load import GEMMA_INSTALL, GEMMA_NAME, GEMMA_PACKAGE, resolve
 
 RUSSIAN = "Мышление не равно генерации текста."
 installed = importlib.util.find_spec(GEMMA_PACKAGE) is not None
@@ -76,8 +76,7 @@ def test_lint_notes_a_seed_in_small_pieces_and_names_the_option(cli, write_seeds
 @pytest.fixture(scope="module")
 def gemma():
     """(tokenizer, loaded model), once for the module."""
-    from microvar.model import load_model
-    from microvar.tokens import load_tokenizer
+    from microvar.model.load import load_model, load_tokenizer
 
     if not installed:
         pytest.skip(f"{GEMMA_PACKAGE} is not installed ({GEMMA_INSTALL})")
@@ -97,7 +96,7 @@ def test_the_option_loads_gemma(gemma):
 @pytest.mark.slow
 @needs_gemma
 def test_russian_in_few_tokens_behind_bos(gemma):
-    from microvar.score import context_token
+    from microvar.model.score import context_token
 
     tk, _ = gemma
     assert len(tk.encode([RUSSIAN])[0]) == 9
@@ -107,7 +106,7 @@ def test_russian_in_few_tokens_behind_bos(gemma):
 @pytest.mark.slow
 @needs_gemma
 def test_scorer_metrics_are_finite_and_match_a_plain_forward(gemma):
-    from microvar.score import Group, Item, Scorer, context_token
+    from microvar.model.score import Group, Item, Scorer, context_token
 
     tk, lm = gemma
     ctx = context_token(tk.hf)
@@ -127,8 +126,8 @@ def test_scorer_metrics_are_finite_and_match_a_plain_forward(gemma):
 @pytest.mark.slow
 @needs_gemma
 def test_model_substitutions_are_whole_russian_words(gemma):
-    from microvar.advisor import Advisor
-    from microvar.propose import STOPWORDS
+    from microvar.expand.propose import STOPWORDS
+    from microvar.model.advisor import Advisor
 
     tk, lm = gemma
     advisor = Advisor(lm, tk)

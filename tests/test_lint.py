@@ -10,7 +10,7 @@ import json
 import pytest
 from conftest import DATA
 
-from microvar.lint import parse_recipe_all, raw_index, string_spans
+from microvar.tools.lint import parse_recipe_all, raw_index, string_spans
 
 LONG = " ".join(f"word{k}" for k in range(40))  # far over the tiny model's context of 40 tokens
 

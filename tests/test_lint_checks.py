@@ -6,11 +6,8 @@ from __future__ import annotations
 import inspect
 import json
 
-from microvar.lint import Context, LintOptions, SeedCase, checks
-from microvar.lint import markup as markup_checks
-from microvar.lint import seeds as seed_checks
-from microvar.lint import tokens as token_checks
-from microvar.recipe import parse_recipe
+from microvar.dsl.recipe import parse_recipe
+from microvar.tools.lint import Context, LintOptions, SeedCase, checks, markup as markup_checks, seeds as seed_checks, tokens as token_checks
 
 
 def context(tmp_path, tk, *lines: dict) -> tuple[Context, list]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from microvar.errors import MicrovarError
-from microvar.model import load_model, pick_dtype, resolve
+from microvar.model.load import load_model, pick_dtype, resolve
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import re
 import pytest
 from conftest import DATA
 
-from microvar.preview import token_diff
+from microvar.tools.preview import token_diff
 
 RU = {"id": "cat-ru", "markup": "[[Кот]] {сидит|спит} на ковре.\nОн {~рыжий} и {~толстый}."}
 

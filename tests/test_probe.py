@@ -7,7 +7,7 @@ import json
 import pytest
 from datasets import load_from_disk
 
-from microvar.field import BUCKETS
+from microvar.model.field import BUCKETS
 
 SEEDS = [
     {"id": "en", "markup": "The [[cat]] sat on the {mat|rug} today.", "continuation": " It purred."},

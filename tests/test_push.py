@@ -16,9 +16,9 @@ from datasets import load_dataset, load_from_disk
 from huggingface_hub import DatasetCard, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from microvar import hub
-from microvar.card import write_card
 from microvar.cli import main
+from microvar.export import hub
+from microvar.export.card import write_card
 
 SEEDS = [{"id": "ru", "text": "Мышление не равно генерации текста."},
          {"id": "cjk", "text": "Токены 🙂 and tokens: 你好 means hello."},

@@ -7,8 +7,8 @@ import random
 import pytest
 from test_edits import expand, mseed, recipe, tseed
 
-from microvar.reorder import ReorderStats, candidates, choose, is_code, prose_ranges
-from microvar.seeds import Seed
+from microvar.expand.reorder import ReorderStats, candidates, choose, is_code, prose_ranges
+from microvar.expand.seeds import Seed
 
 
 def pairs_of(text: str) -> list[tuple[str, str, bool]]:
@@ -97,7 +97,7 @@ def test_expander_never_reorders_markup_without_swaps_or_code(tk):
 
 
 def test_recipe_margin_reaches_the_rule(tk):
-    from microvar.expand import Expander
+    from microvar.expand.expander import Expander
 
     ex = Expander(tk)
     ex.expand(tseed("We feed cats and dogs."), recipe("edit reorder within 1.5 nats"))
@@ -115,7 +115,7 @@ def test_choice_is_deterministic_for_many_candidates():
 # ---------------------------------------------------------------- share caps
 
 def test_share_caps_a_stage_during_expansion_and_after(tk):
-    from microvar.expand import Expander, trim_shares
+    from microvar.expand.expander import Expander, trim_shares
 
     seed = mseed("Move [[one]] token at a [[time]], keep the [[anchor]] fixed {and|while} the [[model]] "
                  "{reads|sees} it.")

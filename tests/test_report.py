@@ -91,7 +91,7 @@ def test_token_spans_spell_each_row_exactly(page, built):
     """Every character of a row's text is in exactly one span: the field is the text."""
     from datasets import load_from_disk
 
-    from microvar.export import variant_text
+    from microvar.export.dataset import variant_text
 
     html = page.read_text(encoding="utf-8")
     ds = load_from_disk(str(built["scored"]))
@@ -151,7 +151,7 @@ def test_limits_are_said(built):
 
 
 def test_long_paths_show_every_stage():
-    from microvar.report import sample_path
+    from microvar.tools.report import sample_path
 
     stages = ["identity"] + ["mark"] * 30 + ["tail"] * 3 + ["wrap"] * 10 + ["grow"] * 6
     picked = sample_path(stages, 10)

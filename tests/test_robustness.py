@@ -8,10 +8,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from microvar.expand import Expander
-from microvar.markup import MarkupSyntaxError, parse_markup, render_original
-from microvar.recipe import load_recipe
-from microvar.seeds import Seed
+from microvar.dsl.markup import MarkupSyntaxError, parse_markup, render_original
+from microvar.dsl.recipe import load_recipe
+from microvar.expand.expander import Expander
+from microvar.expand.seeds import Seed
 
 DEFAULT = load_recipe("default")
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=80)

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from microvar.score import Group, Item, Scorer, alignment
+from microvar.model.score import Group, Item, Scorer, alignment
 
 CTX = 0
 
@@ -158,7 +158,7 @@ def test_memory_is_released_between_windows(tiny):
 
 
 def test_batches_cover_in_order_under_the_budget():
-    from microvar.score import _batches
+    from microvar.model.score import _batches
 
     rng = random.Random(5)
     items = sorted(rng.randint(1, 300) for _ in range(500))

@@ -13,8 +13,8 @@ import sys
 import pytest
 from datasets import load_from_disk
 
-from microvar.markup import Alt, Anchor, Opt, Swap
-from microvar.seeds import Seed, read_seeds
+from microvar.dsl.markup import Alt, Anchor, Opt, Swap
+from microvar.expand.seeds import Seed, read_seeds
 
 V = ("--variants", "8", "--format", "text")
 GOOD = [{"id": "en-1", "text": "The cat sat on the mat."},

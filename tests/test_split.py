@@ -6,7 +6,7 @@ import json
 
 from datasets import load_from_disk
 
-from microvar.recipe import load_recipe, parse_recipe
+from microvar.dsl.recipe import load_recipe, parse_recipe
 
 SEEDS = [{"id": "en", "text": "Rhythm matters more than quantity.", "continuation": " Small steps, often."},
          {"id": "ru", "text": "Мышление не равно генерации текста."}]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from huggingface_hub import DatasetCard
 
-from microvar.card import write_card
-from microvar.stats import histogram, reason, rejects
+from microvar.export.card import write_card
+from microvar.export.stats import histogram, reason, rejects
 
 SEEDS = [
     {"id": "ru", "markup": "[[Мышление]] {не равно|не то же, что} генерации [[текста]]{?, и точка}."},

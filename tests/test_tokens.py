@@ -9,11 +9,11 @@ import json
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from microvar.expand import Expander
-from microvar.markup import parse_markup, render_original
-from microvar.recipe import parse_recipe
-from microvar.seeds import Seed
-from microvar.tokens import RefTokenizer
+from microvar.dsl.markup import parse_markup, render_original
+from microvar.dsl.recipe import parse_recipe
+from microvar.expand.expander import Expander
+from microvar.expand.seeds import Seed
+from microvar.expand.tokens import RefTokenizer
 
 RECIPE = """
 edit identity

@@ -9,7 +9,7 @@ import json
 import pytest
 from datasets import load_from_disk
 
-from microvar.score import Group, Item, Scorer, context_token
+from microvar.model.score import Group, Item, Scorer, context_token
 
 SEEDS = [
     {"id": "cat", "text": "The cat sat on the mat because it was tired after the long day."},
@@ -19,7 +19,7 @@ SEEDS = [
 
 @pytest.fixture(scope="module")
 def lm(tk):
-    from microvar.model import load_model, resolve
+    from microvar.model.load import load_model, resolve
 
     return load_model(resolve(None), device="cpu")
 
@@ -145,10 +145,10 @@ def test_drift_layer_through_the_cli(cli, write_seeds, tmp_path, tk):
 
 
 def test_model_proposes_substitutions_and_continuations(lm, tk):
-    from microvar.advisor import Advisor
-    from microvar.expand import Expander
-    from microvar.recipe import parse_recipe
-    from microvar.seeds import Seed
+    from microvar.dsl.recipe import parse_recipe
+    from microvar.expand.expander import Expander
+    from microvar.expand.seeds import Seed
+    from microvar.model.advisor import Advisor
 
     recipe = parse_recipe("recipe m\nanchors 2\nedit identity\nedit mark anchors with markers\n"
                           "markers \"[ANCHOR]\" max 8 tokens\nedit swap model top 3\nedit grow model 1..2 tokens\n"

@@ -1,0 +1,57 @@
+"""manifest.json: the inputs, recipes, tokenizer, model, options, versions and counts of a run,
+enough to tell what made a dataset and to repeat it."""
+
+from __future__ import annotations
+
+import platform
+
+from .. import __version__
+from ..dsl.recipe import Recipe
+from ..expand.tokens import RefTokenizer
+from .options import HOLDOUT_FILE, Options
+
+def versions() -> dict:
+    import datasets
+    import pyarrow
+    import tokenizers
+    import transformers
+
+    return {"microvar": __version__, "python": platform.python_version(), "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__, "datasets": datasets.__version__, "pyarrow": pyarrow.__version__}
+
+
+def build_manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTokenizer, ref, summary, lm,
+              budgets: dict) -> dict:
+    if lm is None:
+        model = {"name": ref.name if ref else None, "gguf_sha256": ref.sha256 if ref else None, "scored": False,
+                 "note": "--model none: variants were not scored; the volatility column is null"}
+    else:
+        sc = summary.scoring
+        model = {"name": lm.name, "gguf_sha256": ref.sha256 if ref else None, "scored": True,
+                 "device": sc["device"], "dtype": sc["dtype"], "batch_tokens": sc["batch_tokens"],
+                 "context_token": sc["context_token"], "drift": sc["drift"], "drift_threshold": sc["drift_threshold"],
+                 "budget_overrides": [str(x) for x in opts.budget],
+                 "budgets": {r.name: [str(x) for x in budgets[id(r)]] for r in used},
+                 "volatility": summary.budget.distribution(),
+                 "drift_layers": {str(k): v for k, v in sorted(summary.budget.drift_layers.items(), key=str)}
+                 if opts.drift else None,
+                 "positions": {"total": sc["total_tokens"], "computed": sc["computed_tokens"]}}
+    return {
+        "inputs": {"seeds": sf.name, "sha256": sf.sha256, "warnings": sf.warnings},
+        "recipes": {r.name: {"source": r.source, "sha256": r.hash, "text": r.text} for r in used},
+        "default_recipe": default.name,
+        "tokenizer": {"name": tk.name, "sha256": tk.sha256, "vocab_size": tk.vocab_size, "context": tk.context},
+        "model": model,
+        "seed": opts.seed,
+        "variants_cap": opts.variants,
+        "split_long": opts.split_long,
+        "holdout": {"fraction": opts.holdout, "variants": summary.held_out, "seeds": summary.held_out_seeds,
+                    "file": HOLDOUT_FILE} if opts.holdout else None,
+        "versions": versions(),
+        "counts": summary.to_json(),
+        "curriculum": summary.curriculum_json(),
+        "export": {"format": opts.format, "prompt": opts.prompt_from if opts.format != "text" else None,
+                   "separator": opts.separator if opts.format == "prompt-completion" else None,
+                   "chat_template": "chat_template.jinja" if opts.format == "messages" and opts.chat_template
+                   else None, "license": opts.license or default.license},
+    }
