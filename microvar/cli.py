@@ -126,9 +126,10 @@ def main(verbose: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same inputs and seed give the same dataset.")
 @click.option("--skip-invalid", is_flag=True, help="Send bad seed lines to rejects.jsonl instead of stopping.")
 @click.option("--split-long", is_flag=True, help="Split plain-text seeds longer than the model's context instead of rejecting them.")
-@click.option("--format", "fmt", type=click.Choice(["prompt-completion", "text", "messages"]),
-              default="prompt-completion", show_default=True,
-              help="Training columns, in TRL's dataset formats: prompt/completion pairs, text, or chat messages.")
+@click.option("--format", "fmt", type=click.Choice(["text", "prompt-completion", "messages"]),
+              default="text", show_default=True,
+              help="Training columns, in TRL's dataset formats: each variant as text (what implants the seeds; "
+                   "README: Does it work?), parent->variant pairs, or chat messages.")
 @click.option("--prompt", "prompt_from", type=click.Choice(["parent", "seed"]), default="parent", show_default=True,
               help="What a pair's prompt (or user turn) is: the variant's parent, or its seed.")
 @click.option("--separator", default="\n",

@@ -49,7 +49,7 @@ def expand(tmp: Path, name: str, *args: str) -> Path:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("card")
-    out = expand(tmp, "out")
+    out = expand(tmp, "out", "--format", "prompt-completion")
     write_card(out)
     return tmp, out
 

@@ -50,7 +50,7 @@ def test_seed_recipe_field_picks_a_recipe_beside_the_seeds(cli, write_seeds, tmp
     (tmp_path / "tiny.recipe").write_text("recipe tiny\nedit identity\nedit tail \"→ summary:\"\nallow tail <= 4\n")
     seeds = write_seeds([{"id": "a", "text": "One line.", "recipe": "tiny.recipe"}, {"id": "b", "text": "Other line here."}])
     out = tmp_path / "out"
-    assert cli("expand", seeds, "-o", out, "--variants", "10").exit_code == 0
+    assert cli("expand", seeds, "-o", out, "--variants", "10", "--format", "prompt-completion").exit_code == 0
     rows = load_from_disk(str(out)).to_list()
     a = [r for r in rows if r["seed_id"] == "a"]
     assert {r["recipe"] for r in a} == {"tiny"}

@@ -114,7 +114,7 @@ def _expand(cli, tmp_path, *args, name="out"):
 
 
 def test_examples_curriculum_summary_manifest_and_columns(cli, tmp_path):
-    out, res = _expand(cli, tmp_path)
+    out, res = _expand(cli, tmp_path, "--format", "prompt-completion")
     m = re.search(r"drift paths: (\d+) of (\d+) consecutive same-seed steps within the step budget "
                   r"\(([\d.]+)%\).*?(\d+) gaps", res.stderr)
     assert m, res.stderr
@@ -220,3 +220,12 @@ def test_bad_chat_template_and_option_mix_exit_2(cli, tmp_path):
         res = cli("expand", DATA / "seeds.jsonl", "-o", tmp_path / "o", "--model", "none", *args)
         assert res.exit_code == 2 and words in res.stderr, res.stderr
         assert not (tmp_path / "o").exists()
+
+
+def test_default_format_is_text(cli, tmp_path):
+    """Each variant as text by default: benchmarks/bench_evidence.py measured that the
+    prompt-completion pairs implant nothing (README: Does it work?)."""
+    out, _ = _expand(cli, tmp_path, "--variants", "6")
+    ds = load_from_disk(str(out))
+    assert ds.column_names[0] == "text" and not {"prompt", "completion", "messages"} & set(ds.column_names)
+    assert json.loads((out / "manifest.json").read_text())["export"]["format"] == "text"

@@ -157,7 +157,7 @@ def test_expand_lists_unused_edits_in_summary_and_manifest(cli, write_seeds, tmp
     recipe = tmp_path / "designer.recipe"
     recipe.write_text(DESIGNER.text + extra, encoding="utf-8")
     out = tmp_path / "out"
-    r = cli("expand", seeds, "-o", out, "--model", "none", "--recipe", recipe)
+    r = cli("expand", seeds, "-o", out, "--model", "none", "--recipe", recipe, "--format", "prompt-completion")
     assert r.exit_code == 0, r.stderr
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     texts = set(load_from_disk(str(out))["completion"])

@@ -34,7 +34,7 @@ class Options:
     drift: bool = False
     drift_threshold: float = 0.1
     budget: tuple[Limit, ...] = ()     # command-line limits over the recipes' budgets
-    format: str = "prompt-completion"  # prompt-completion, text or messages (TRL's dataset formats)
+    format: str = "text"               # text, prompt-completion or messages (TRL's dataset formats)
     prompt_from: str = "parent"        # the prompt of a pair: the variant's parent, or its seed
     separator: str = "\n"              # ends the prompt (prompt-completion)
     chat_template: str | None = None   # messages: a Jinja chat template file or name in templates/
