@@ -72,6 +72,7 @@ def parse_args(argv=None):
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--holdout", type=float, default=0.2)
     p.add_argument("--variants", type=int, default=None, help="variants cap per seed for the expansion")
+    p.add_argument("--recipe", default=None, help="a recipe instead of the default (to try a change of defaults)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--plot", type=Path, default=None, help="PNG [default: WORK/evidence.png]")
@@ -102,14 +103,16 @@ def expanded(seeds: Path, work: Path, args, model: str | None) -> Path:
     from microvar.pipeline.options import Options
     from microvar.pipeline.run import run_expand
 
+    recipe = Path(args.recipe).read_text("utf-8") if args.recipe and Path(args.recipe).is_file() else args.recipe
     key = hashlib.sha256(json.dumps([seeds.read_text("utf-8"), args.holdout, args.variants, args.seed,
-                                     model, args.quick]).encode()).hexdigest()[:16]
+                                     model, args.quick] + ([recipe] if recipe else [])).encode()).hexdigest()[:16]
     out = work / f"data-{key}"
     if (out / "manifest.json").is_file():
         print(f"reusing {out}", file=sys.stderr)
         return out
     t0 = time.perf_counter()
-    summary = run_expand(Options(str(seeds), out, model=None if model == "none" else model, score=model != "none",
+    summary = run_expand(Options(str(seeds), out, recipes=[args.recipe] if args.recipe else [],
+                                 model=None if model == "none" else model, score=model != "none",
                                  variants=args.variants, seed=args.seed, holdout=args.holdout, overwrite=True,
                                  format="prompt-completion",   # both formats' columns: the pairs arm needs them
                                  progress=sys.stderr.isatty()))
