@@ -187,7 +187,6 @@ class Meter:
 
     def __init__(self, tk, targets: dict[str, str], heldout: dict[str, list[str]], control: list[str],
                  echo_prompts: list[list[int]], ctx: int, stop_ids: set[int], batch_tokens: int = 1024) -> None:
-        self.tokenizer = tk.hf
         self.ids = {"target": tk.encode([targets[s] for s in sorted(targets)]),
                     "heldout": tk.encode([t for s in sorted(heldout) for t in heldout[s][:HELDOUT_PER_SEED]]),
                     "control": tk.encode(control)}
@@ -230,7 +229,8 @@ class Meter:
 # ---------------------------------------------------------------- training
 
 
-def train_arm(arm: str, rows: list[dict], model_path: str | None, meter: Meter, budget: int, args) -> dict:
+def train_arm(arm: str, rows: list[dict], model_path: str | None, tokenizer, meter: Meter, budget: int,
+              args) -> dict:
     """Train one arm to ``budget`` trained target tokens; its checkpoints."""
     import warnings
 
@@ -258,7 +258,7 @@ def train_arm(arm: str, rows: list[dict], model_path: str | None, meter: Meter, 
                        use_cpu=True, activation_checkpointing=False, remove_unused_columns=False,
                        dataloader_num_workers=0, report_to="none", save_strategy="no", logging_strategy="no",
                        disable_tqdm=True, seed=args.seed, data_seed=args.seed)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=meter.tokenizer)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     counted = Counted(trainer.data_collator)
@@ -441,7 +441,7 @@ def main(argv=None) -> dict:
     ctx = context_token(tk.hf)
     ref = resolve(model_path)
     if args.quick:
-        control = [d for d in data.seed_texts.values()][:1] + ["A quiet afternoon in the library."]
+        control = ["A quiet afternoon in the library.", "Кошки спят днём и гуляют ночью."]   # unrelated to the seeds
     else:
         control, _ = default_control(load_model(ref, "cpu", "auto"), tk, model_hash(ref))
         control = control[:CONTROL_DOCS]
@@ -455,7 +455,7 @@ def main(argv=None) -> dict:
     for a, r in arms.items():   # every arm can reach the budget (the estimate counts one token a row too many)
         need = math.ceil(1.25 * budget / max(1, target_tokens(r, tk.hf)))
         arms[a] = r * need if need > 1 else r
-    results = [train_arm(a, arms[a], model_path, meter, budget, args) for a in args.arms]
+    results = [train_arm(a, arms[a], model_path, tk.hf, meter, budget, args) for a in args.arms]
     summary = summarize(results)
     for line in table(results, summary, meter.base):
         print(line)

@@ -311,24 +311,20 @@ def trim_shares(result: SeedResult, recipe: Recipe) -> None:
             result.counts["kept"] = len(result.kept)
 
 
-def hold_out(result: SeedResult, fraction: float, seed: int) -> list[Variant]:
-    """Take a seeded share of the seed's non-root variants out of its kept ones, for
-    evaluation on variants the adapter never saw. Only leaves are taken (a variant no other
+def hold_out(result: SeedResult, fraction: float, seed: int) -> None:
+    """Move a seeded share of the seed's non-root variants out of its kept ones into
+    ``result.held_out``, for evaluation on variants the adapter never saw. Only leaves are taken (a variant no other
     kept variant was made from), so every kept variant's parent stays in the curriculum; at
     least one non-root variant stays. Same seed and seed id, same choice."""
     n = len(result.kept) - 1
     want = min(int(fraction * n + 0.5), n - 1) if n >= 2 else 0
     rng = random.Random(f"holdout:{seed}:{result.seed_id}")
-    held: list[Variant] = []
-    while len(held) < want:
+    while len(result.held_out) < want:
         parents = {v.parent_id for v in result.kept}
-        leaves = [v for v in result.kept[1:] if v.variant_id not in parents]
-        leaf = rng.choice(leaves)
+        leaf = rng.choice([v for v in result.kept[1:] if v.variant_id not in parents])
         result.kept.remove(leaf)
-        held.append(leaf)
+        result.held_out.append(leaf)
     result.counts["kept"] = len(result.kept)
-    result.held_out = held
-    return held
 
 
 def _extend(parent: Variant, label: str, kind: str) -> tuple[list[str], list[str]]:

@@ -79,7 +79,8 @@ def run_expand(opts: Options) -> Summary:
                 apply_budget(result, budgets[id(recipe)], summary.budget)
             trim_shares(result, recipe)
             if opts.holdout:
-                held.extend(held_row(v, result.kept[0].text) for v in hold_out(result, opts.holdout, opts.seed))
+                hold_out(result, opts.holdout, opts.seed)
+                held.extend(held_row(v, result.kept[0].text) for v in result.held_out)
                 summary.held_out += len(result.held_out)
                 summary.held_out_seeds += bool(result.held_out)
             account(summary, result, recipe)
