@@ -238,9 +238,10 @@ def train_arm(arm: str, rows: list[dict], model_path: str | None, tokenizer, met
     from peft import LoraConfig, get_peft_model
     from transformers import TrainerCallback, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from microvar.model.load import load_model, resolve
+    from microvar.train.lora import sft_config
 
     t0 = time.perf_counter()
     lm = load_model(resolve(model_path), "cpu", "float32")
@@ -252,12 +253,8 @@ def train_arm(arm: str, rows: list[dict], model_path: str | None, tokenizer, met
                                adapter_name="a0")
     columns = [c for c in ("prompt", "completion", "text") if c in rows[0]]
     ds = Dataset.from_list([{c: r[c] for c in columns} | {"order": i} for i, r in enumerate(rows)])
-    config = SFTConfig(output_dir=str(args.work / "trainer"), per_device_train_batch_size=args.batch_size,
-                       learning_rate=args.lr, lr_scheduler_type="constant", max_steps=len(rows) // args.batch_size,
-                       train_sampling_strategy="sequential", shuffle_dataset=False, bf16=False, fp16=False,
-                       use_cpu=True, activation_checkpointing=False, remove_unused_columns=False,
-                       dataloader_num_workers=0, report_to="none", save_strategy="no", logging_strategy="no",
-                       disable_tqdm=True, seed=args.seed, data_seed=args.seed)
+    config = sft_config(args.work / "trainer", args.batch_size, args.lr, len(rows) // args.batch_size, "cpu",
+                        args.seed, max_length=None)   # microvar train's settings
     trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

@@ -279,15 +279,14 @@ def _chat_template(out: Path, manifest: dict, fmt: str, tokenizer, model_name: s
     return None
 
 
-def _train_phase(peft_model, tokenizer, part, phase: int, work: Path, device: str, batch_size: int, lr: float,
-                 steps: int | None, seed: int, max_length: int | None, template: Path | None,
-                 progress: bool) -> PhaseReport:
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTConfig, SFTTrainer
+def sft_config(output_dir: Path, batch_size: int, lr: float, steps: int | None, device: str, seed: int,
+               max_length: int | None, template: Path | None = None):
+    """TRL's SFTConfig as microvar trains: rows in order, constant lr, fp32 on CPU, every
+    row's columns passed to the collator (``order`` reaches OrderLog), nothing saved."""
+    from trl import SFTConfig
 
-    t0 = time.perf_counter()
-    args = SFTConfig(
-        output_dir=str(work / f"phase-{phase}"),
+    return SFTConfig(
+        output_dir=str(output_dir),
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=1,
         learning_rate=lr,
@@ -312,6 +311,16 @@ def _train_phase(peft_model, tokenizer, part, phase: int, work: Path, device: st
         max_length=max_length,
         chat_template_path=str(template) if template is not None else None,
     )
+
+
+def _train_phase(peft_model, tokenizer, part, phase: int, work: Path, device: str, batch_size: int, lr: float,
+                 steps: int | None, seed: int, max_length: int | None, template: Path | None,
+                 progress: bool) -> PhaseReport:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTTrainer
+
+    t0 = time.perf_counter()
+    args = sft_config(work / f"phase-{phase}", batch_size, lr, steps, device, seed, max_length, template)
     trainer = SFTTrainer(model=peft_model, args=args, train_dataset=part, processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)    # it prints every log dict to stdout
     trainer.remove_callback(ProgressCallback)
