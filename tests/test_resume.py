@@ -50,14 +50,18 @@ def test_kill_9_then_resume_gives_the_same_dataset(tmp_path, many_seeds, model_d
     proc = subprocess.Popen(_command(many_seeds, broken, model_dir), env=os.environ.copy())
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        if len(list(partial.glob("shard-*.pkl"))) >= 3:
+        if len(list(partial.glob("shard-??????/DONE"))) >= 3:
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the run finished before it could be killed; give it more seeds"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = len(list(partial.glob("shard-*.pkl")))
+    finished = len(list(partial.glob("shard-??????/DONE")))
     assert not broken.exists() and 3 <= finished < 15
+    # a finished shard is Arrow files and JSON counts: nothing a resumed run would unpickle
+    kept = sorted(p.name for p in (partial / "shard-000000").iterdir())
+    assert kept == ["DONE", "holdout.arrow", "paths.arrow", "rejects.arrow", "rows.arrow", "summary.json"]
+    assert not [p for p in partial.rglob("*") if p.is_file() and p.read_bytes()[:1] == b"\x80"]  # pickle's magic
 
     again = subprocess.run(_command(many_seeds, broken, model_dir), capture_output=True, text=True)
     assert again.returncode == 2 and "--resume" in again.stderr and not broken.exists()

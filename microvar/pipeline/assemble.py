@@ -1,27 +1,40 @@
-"""Drift paths to dataset rows: each seed's path as rows, repeated until the seed is shown
-often enough, phases in order, seeds merged by the schedule, the training columns filled in."""
+"""Drift paths to the dataset, streamed: the curriculum's order (phases in order; within a
+phase each seed's rows of that phase, its path repeated until the seed is shown often enough;
+seeds merged by the schedule) is computed from integers alone (each path's length and
+presentations, each row's phase and step); then the rows are gathered in that order from the
+shards' memory-mapped Arrow files and written a bounded chunk at a time. Memory holds a few
+integers per dataset row, never the rows."""
 
 from __future__ import annotations
 
-from ..curriculum import DEFAULT_SCHEDULE, repeats_for, schedule
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..curriculum import DEFAULT_SCHEDULE, SCHEDULES
 from ..dsl.recipe import Recipe
-from ..export.dataset import META_COLUMNS, training_fields
+from ..export.dataset import META_COLUMNS, features, quiet_datasets, training_fields
 from .options import Options
 from .summary import Summary
+
+CHUNK_BYTES = 64 << 20   # rows gathered and written at a time, in bytes of shard rows
+
 
 def path_rows(path, recipe: Recipe) -> list[dict]:
     """A seed's path as row dicts, before repeats, schedule and format."""
     texts = {v.variant_id: v.text for v in path.rows}
     seed_text = path.rows[0].text
     rows = []
-    for k, (v, dist, budget) in enumerate(zip(path.rows, path.distances, path.budgets)):
+    for k, v in enumerate(path.rows):
         level, phase = recipe.route_of(v.stage)
         rows.append({"seed_id": v.seed_id, "variant_id": v.variant_id, "parent_id": v.parent_id, "text": v.text,
                      "parent_text": texts.get(v.parent_id, seed_text), "seed_text": seed_text, "edits": v.edits,
                      "stage": v.stage, "depth": v.depth, "n_tokens": v.n_tokens, "step_tokens": v.step_tokens,
                      "marker_tokens": v.marker_tokens, "recipe": recipe.name, "lora_level": level, "phase": phase,
-                     "volatility": v.volatility, "step": k, "distance": dist, "budget": budget,
-                     "presentations": recipe.repeat})
+                     "volatility": v.volatility, "step": k})
     return rows
 
 
@@ -32,35 +45,147 @@ def held_row(v, seed_text: str) -> dict:
             "volatility": v.volatility}
 
 
-def assemble(paths: list[list[dict]], opts: Options, default: Recipe, summary: Summary) -> list[dict]:
-    """Paths -> the dataset's rows: phases in ascending order; within a phase each seed's rows
-    of that phase, its path repeated until the seed is presented often enough, merged across
-    seeds by the schedule."""
+@dataclass
+class Order:
+    """The curriculum as integers: for each dataset row, the path row it shows (an index into
+    all shards' rows, in shard order) and which presentation of its path it belongs to."""
+    row: np.ndarray
+    repeat: np.ndarray
+
+
+def curriculum_order(path_rows_n: np.ndarray, presentations: np.ndarray, phase: np.ndarray, how: str) -> Order:
+    """The order of the dataset's rows. ``path_rows_n[p]`` and ``presentations[p]`` describe
+    path ``p`` (paths in seed order, each path's rows consecutive in ``phase``)."""
+    if how not in SCHEDULES:
+        raise ValueError(f"unknown schedule {how!r}; use {', '.join(SCHEDULES)}")
+    path_rows_n = np.asarray(path_rows_n, dtype=np.int64)
+    # repeats_for: ceil(presentations / length), at least 1
+    reps = np.maximum(1, -(-np.asarray(presentations, dtype=np.int64) // np.maximum(path_rows_n, 1)))
+    path_of = np.repeat(np.arange(len(path_rows_n)), path_rows_n)
+    rows_out, reps_out = [], []
+    for ph in np.unique(phase):
+        idx = np.flatnonzero(phase == ph)                 # this phase's rows, path by path, in path order
+        if not len(idx):
+            continue
+        seg_path = path_of[idx]
+        starts = np.flatnonzero(np.r_[True, seg_path[1:] != seg_path[:-1]])
+        seg_len = np.diff(np.r_[starts, len(idx)])        # one segment (sequence) per path with rows here
+        seq_len = seg_len * reps[seg_path[starts]]
+        seq = np.repeat(np.arange(len(starts)), seq_len)
+        k = np.arange(seq_len.sum()) - np.repeat(np.cumsum(seq_len) - seq_len, seq_len)
+        rep = k // seg_len[seq]
+        row = idx[starts[seq] + k % seg_len[seq]]
+        if how == "interleaved":     # the k-th element of every sequence, then the (k+1)-th
+            o = np.lexsort((seq, k))
+        elif how == "spaced":        # each sequence spread evenly over the phase
+            o = np.lexsort((k, seq, (k + 0.5) / seq_len[seq]))
+        else:
+            o = slice(None)
+        rows_out.append(row[o])
+        reps_out.append(rep[o])
+    empty = np.zeros(0, dtype=np.int64)
+    return Order(np.concatenate(rows_out) if rows_out else empty, np.concatenate(reps_out) if reps_out else empty)
+
+
+class ShardRows:
+    """All shards' path rows as one sequence, read from their memory-mapped Arrow files."""
+
+    def __init__(self, tables: list) -> None:
+        self.tables = tables
+        self.offsets = np.cumsum([0] + [t.num_rows for t in tables])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def column(self, name: str) -> np.ndarray:
+        return np.concatenate([t.column(name).to_numpy() for t in self.tables]) if self.tables \
+            else np.zeros(0, dtype=np.int64)
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tables)
+
+    def gather(self, rows: np.ndarray) -> list[dict]:
+        """The rows at these indices, in this order."""
+        import pyarrow as pa
+
+        shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        parts, where = [], []
+        for k in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == k)
+            parts.append(self.tables[k].take(pa.array(rows[sel] - self.offsets[k])))
+            where.append(sel)
+        got = pa.concat_tables(parts).to_pylist()
+        out: list = [None] * len(rows)
+        for i, r in zip(np.concatenate(where), got):
+            out[i] = r
+        return out
+
+
+def write_curriculum(directory: Path, shards: ShardRows, paths, opts: Options, default: Recipe, summary: Summary,
+                     scratch: Path) -> None:
+    """Order the shards' path rows into the curriculum and save it as the dataset in
+    ``directory``; ``paths`` is the shards' per-path table (rows, presentations); ``scratch``
+    holds the one intermediate Arrow file."""
+    from datasets import Dataset
+    from datasets.arrow_writer import ArrowWriter
+
+    quiet_datasets()
     how = opts.schedule or default.schedule or DEFAULT_SCHEDULE
-    phases = sorted({r["phase"] for path in paths for r in path})
-    ordered: list[tuple[int, dict]] = []
-    for phase in phases:
-        sequences = []
-        for path in paths:
-            segment = [r for r in path if r["phase"] == phase]
-            if segment:
-                reps = repeats_for(len(path), opts.presentations or path[0]["presentations"])
-                sequences.append([(rep, r) for rep in range(reps) for r in segment])
-        ordered.extend(schedule(sequences, how))
-    rows = []
-    last_step: dict[str, int] = {}
-    cur = summary.curriculum
-    shown = opts.presentations or min((path[0]["presentations"] for path in paths), default=0)
-    cur.update(schedule=how, rows=len(ordered), phases=phases, restarts=0, presentations=shown,
-               presentations_from="--presentations" if opts.presentations else "recipe repeat")
-    for i, (rep, r) in enumerate(ordered):
-        prev = last_step.get(r["seed_id"])
-        if prev is not None and r["step"] != prev + 1:
-            cur["restarts"] += 1  # the start of a repeated path, not a step of it
-        last_step[r["seed_id"]] = r["step"]
-        prompt = r["parent_text"] if opts.prompt_from == "parent" else r["seed_text"]
-        row = {c: r[c] for c in META_COLUMNS if c in r}
-        row.update(order=i, repeat=rep, **training_fields(opts.format, r, prompt, opts.separator))
-        rows.append(row)
-        summary.stage_rows[r["stage"]] += 1
-    return rows
+    n_rows = paths.column("rows").to_numpy().astype(np.int64) if paths.num_rows else np.zeros(0, dtype=np.int64)
+    recipe_pres = paths.column("presentations").to_numpy() if paths.num_rows else n_rows
+    pres = np.full_like(n_rows, opts.presentations) if opts.presentations else recipe_pres
+    phase = shards.column("phase")
+    order = curriculum_order(n_rows, pres, phase, how)
+    _count(order, shards, n_rows, opts, how, recipe_pres, summary)
+
+    feats = features(opts.format)
+    chunk = max(256, int(CHUNK_BYTES // max(1, shards.nbytes() // max(1, len(shards)))))
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="assemble-") as tmp:
+        path = str(Path(tmp) / "curriculum.arrow")
+        writer = ArrowWriter(features=feats, path=path)
+        for start in range(0, len(order.row), chunk):
+            rows = order.row[start:start + chunk]
+            batch = []
+            for i, (rep, r) in enumerate(zip(order.repeat[start:start + chunk].tolist(), shards.gather(rows))):
+                prompt = r["parent_text"] if opts.prompt_from == "parent" else r["seed_text"]
+                row = {c: r[c] for c in META_COLUMNS if c in r}
+                row.update(order=start + i, repeat=rep, **training_fields(opts.format, r, prompt, opts.separator))
+                batch.append(row)
+            writer.write_batch({c: [r[c] for r in batch] for c in feats})
+        writer.finalize()
+        writer.close()
+        # one explicit shard when there are no rows: datasets writes no data file otherwise, and
+        # cannot load the directory back (every seed rejected is a result, not an error)
+        Dataset.from_file(path).save_to_disk(str(directory), num_shards=None if len(order.row) else 1)
+
+
+def _count(order: Order, shards: ShardRows, n_rows: np.ndarray, opts: Options, how: str, recipe_pres,
+           summary: Summary) -> None:
+    """The curriculum's counts: rows, phases, restarts of a repeated path, rows by stage."""
+    steps = shards.column("step")
+    path_of = np.repeat(np.arange(len(n_rows)), n_rows)
+    seq_path, seq_step = path_of[order.row], steps[order.row]
+    by_path = np.argsort(seq_path, kind="stable")            # each path's rows in dataset order
+    same = seq_path[by_path][1:] == seq_path[by_path][:-1]
+    restarts = int(np.count_nonzero(same & (seq_step[by_path][1:] != seq_step[by_path][:-1] + 1)))
+    stage_names, stage_codes = _codes(shards, "stage")
+    shown = stage_codes[order.row]
+    counts = np.bincount(shown, minlength=len(stage_names))
+    present, first = np.unique(shown, return_index=True)          # stages in the order rows first show them
+    summary.stage_rows = Counter({stage_names[c]: int(counts[c]) for c in present[np.argsort(first)]})
+    phases = sorted(int(p) for p in np.unique(shards.column("phase")))
+    shown_min = opts.presentations or (int(recipe_pres.min()) if len(recipe_pres) else 0)
+    summary.curriculum.update(schedule=how, rows=len(order.row), phases=phases, restarts=restarts,
+                              presentations=shown_min,
+                              presentations_from="--presentations" if opts.presentations else "recipe repeat")
+
+
+def _codes(shards: ShardRows, name: str) -> tuple[list[str], np.ndarray]:
+    """A string column as (distinct values, each row's index into them)."""
+    names: dict[str, int] = {}
+    codes = [np.zeros(0, dtype=np.int64)]
+    for t in shards.tables:
+        d = t.column(name).combine_chunks().dictionary_encode()
+        local = np.asarray([names.setdefault(s, len(names)) for s in d.dictionary.to_pylist()], dtype=np.int64)
+        codes.append(local[d.indices.to_numpy()] if len(local) else np.zeros(0, dtype=np.int64))
+    return list(names), np.concatenate(codes)

@@ -20,22 +20,23 @@ def versions() -> dict:
             "tokenizers": tokenizers.__version__, "datasets": datasets.__version__, "pyarrow": pyarrow.__version__}
 
 
-def build_manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTokenizer, ref, summary, lm,
-              budgets: dict) -> dict:
-    if lm is None:
+def build_manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: RefTokenizer, ref, summary,
+                   budgets: dict) -> dict:
+    if not opts.score:
         model = {"name": ref.name if ref else None, "gguf_sha256": ref.sha256 if ref else None, "scored": False,
                  "note": "--model none: variants were not scored; the volatility column is null"}
     else:
         sc = summary.scoring
-        model = {"name": lm.name, "gguf_sha256": ref.sha256 if ref else None, "scored": True,
-                 "device": sc["device"], "dtype": sc["dtype"], "batch_tokens": sc["batch_tokens"],
-                 "context_token": sc["context_token"], "drift": sc["drift"], "drift_threshold": sc["drift_threshold"],
+        model = {"name": sc.get("model") or (ref.name if ref else opts.model), "gguf_sha256": ref.sha256 if ref else None, "scored": True,
+                 "device": sc.get("device"), "dtype": sc.get("dtype"), "batch_tokens": sc.get("batch_tokens"),
+                 "context_token": sc.get("context_token"), "drift": opts.drift,
+                 "drift_threshold": opts.drift_threshold if opts.drift else None,
                  "budget_overrides": [str(x) for x in opts.budget],
                  "budgets": {r.name: [str(x) for x in budgets[id(r)]] for r in used},
                  "volatility": summary.budget.distribution(),
                  "drift_layers": {str(k): v for k, v in sorted(summary.budget.drift_layers.items(), key=str)}
                  if opts.drift else None,
-                 "positions": {"total": sc["total_tokens"], "computed": sc["computed_tokens"]}}
+                 "positions": {"total": sc.get("total_tokens", 0), "computed": sc.get("computed_tokens", 0)}}
     return {
         "inputs": {"seeds": sf.name, "sha256": sf.sha256, "warnings": sf.warnings},
         "recipes": {r.name: {"source": r.source, "sha256": r.hash, "text": r.text} for r in used},

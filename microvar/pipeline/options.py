@@ -45,3 +45,7 @@ class Options:
     license: str | None = None         # for the dataset card; None: the default recipe's
     bridges: int = 2                   # rows a drift path may step back through to stay within budget
     holdout: float = 0.0               # share of each seed's non-root variants set aside for evaluation
+    engine: str = "local"              # who runs the shards: this machine's processes, or Ray (engines.py)
+    workers: int = 1                   # local: processes; ray: actors (each loads the model once)
+    gpus_per_worker: float | None = None   # ray: None = 1 when the cluster has GPUs, else 0
+    ray_address: str | None = None     # ray: an existing cluster ("auto", "ray://host:10001"); None starts one here

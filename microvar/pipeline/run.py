@@ -1,27 +1,28 @@
-"""`microvar expand` as a library call: read seeds, choose recipes, expand, score, budget,
-walk drift paths, assemble rows and export, shard by shard. The CLI wires arguments to
-this; tests and notebooks can call it directly. Each step is a module of this package."""
+"""`microvar expand` as a library call: read and check the inputs, run the unfinished shards
+on the chosen engine (each shard: expand, score, budget, drift paths, written to the work
+directory as Arrow), then assemble the dataset from the work directory in bounded memory and
+write it with its rejects, manifest and card. The CLI wires arguments to this; tests and
+notebooks can call it directly."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from ..curriculum import StepMeasure, drift_path
-from ..dsl.recipe import Recipe
-from ..expand.expander import Reject, hold_out, trim_shares
+from ..expand.expander import Reject
 from ..expand.seeds import Seed, read_seeds
 from ..export.card import write_card
-from ..export.dataset import check_target, staging, write_dataset, write_json, write_jsonl
-from ..model.budget import apply_budget, combine
+from ..export.dataset import check_target, staging, write_json, write_jsonl
+from ..model.budget import combine
 from ..model.load import load_tokenizer
 from ..progress import progress
-from .assemble import assemble, held_row, path_rows
-from .inputs import choose_recipes, load_reference, make_expander, read_chat_template, split_long
+from .assemble import ShardRows, write_curriculum
+from .engines import import_ray, run_local, run_ray
+from .inputs import choose_recipes, read_chat_template, split_long
 from .manifest import build_manifest
 from .options import HOLDOUT_FILE, MODEL_EDITS, Options
-from .scoring import scored
-from .summary import Summary, account
+from .shard import Job
+from .summary import Summary
 from .work import Work, fingerprint
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,16 @@ def run_expand(opts: Options) -> Summary:
     sf = read_seeds(opts.seeds, skip_invalid=opts.skip_invalid)
     seeds_dir = Path(opts.seeds).parent if opts.seeds != "-" else None
     default, recipes = choose_recipes(sf.seeds, opts.recipes, seeds_dir)
+    if opts.engine == "ray":
+        import_ray()   # before anything is loaded or written
     tk, ref = load_tokenizer(opts.model, opts.tokenizer)
     chat_template = read_chat_template(opts, tk) if opts.format == "messages" else None
-    lm = load_reference(opts, tk) if opts.score else None
-    expander = make_expander(opts, tk, lm)
+    # the local engine's own process loads the model now, so that a model that does not fit the
+    # tokenizer stops the run before the work directory exists
+    job = Job.build(opts, default, recipes, tk) if opts.engine == "local" and opts.workers <= 1 else None
     used = list({id(r): r for r in [default, *recipes.values()]}.values())  # each recipe once
     budgets = {id(r): combine(r.budget, opts.budget) for r in used}
-    needs_model = sorted({e.kind for r in used for e in r.edits if e.kind in MODEL_EDITS}) if lm is None else []
+    needs_model = sorted({e.kind for r in used for e in r.edits if e.kind in MODEL_EDITS}) if not opts.score else []
     if needs_model:
         log.warning("skipping %s: these edits need the reference model's predictions (--model none)",
                     ", ".join(needs_model))
@@ -47,81 +51,62 @@ def run_expand(opts: Options) -> Summary:
     for s in sf.seeds:
         pieces = split_long(s, tk, int(tk.context * 0.9)) if opts.split_long and tk.context else None
         seeds.extend(pieces or [s])
-
-    work = Work(opts.out, fingerprint(opts, sf, used, tk, ref), opts.resume, opts.overwrite)
+    work = Work.open(opts.out, fingerprint(opts, sf, used, tk, ref), opts.resume, opts.overwrite)
     shards = [seeds[i:i + opts.shard_seeds] for i in range(0, len(seeds), opts.shard_seeds)]
     done = work.done(len(shards))
+    todo = [(k, chunk) for k, chunk in enumerate(shards) if k not in done]
     bar = progress(len(seeds), initial=sum(len(shards[k]) for k in done), unit="seed",
-                   desc="expanding" if lm is None else "expanding+scoring", enabled=opts.progress)
-    measures: dict[int, StepMeasure] = {}
+                   desc="expanding+scoring" if opts.score else "expanding", enabled=opts.progress)
+    engine = {"name": "local", "workers": opts.workers}
+    spec = (opts, default, recipes)
+    try:
+        if opts.engine == "ray":
+            engine = run_ray(spec, todo, work, bar.update)
+        else:
+            run_local(job, spec, todo, work, bar.update)
+    except BaseException:
+        if not work.done(len(shards)):
+            work.finish()     # nothing finished: nothing to resume, nothing left behind
+        raise
+    finally:
+        bar.close()
 
-    def measure(recipe: Recipe) -> StepMeasure:
-        if id(recipe) not in measures:
-            measures[id(recipe)] = StepMeasure.of(recipe, expander.marker_cost)
-        return measures[id(recipe)]
-
-    for k, chunk in enumerate(shards):
-        if k in done:
-            continue
-        summary = Summary(seeds=len(chunk), scored=lm is not None)
-        expander.reorder_stats, expander.substitution_stats = summary.reorder, summary.substitution
-        rejects: list[dict] = []
-        paths: list[list[dict]] = []
-        held: list[dict] = []
-
-        def expanded(chunk=chunk):
-            for s in chunk:
-                recipe = recipes[s.recipe] if s.recipe else default
-                yield s, recipe, expander.expand(s, recipe)
-
-        for s, recipe, result in (expanded() if lm is None else scored(expanded(), lm, tk, opts, summary)):
-            if lm is not None:
-                apply_budget(result, budgets[id(recipe)], summary.budget)
-            trim_shares(result, recipe)
-            if opts.holdout:
-                hold_out(result, opts.holdout, opts.seed)
-                held.extend(held_row(v, result.kept[0].text) for v in result.held_out)
-                summary.held_out += len(result.held_out)
-                summary.held_out_seeds += bool(result.held_out)
-            account(summary, result, recipe)
-            summary.designer_edits += len(result.ledger.edits) if result.ledger else 0
-            summary.unused_edits.extend(result.unused_edits(recipe, opts.variants or recipe.variants))
-            rejects.extend(r.to_json() for r in result.rejects)
-            if result.kept:
-                path = drift_path(result.kept, recipe, measure(recipe), opts.bridges)
-                summary.add_path(path)
-                paths.append(path_rows(path, recipe))
-            else:
-                summary.seeds_rejected += 1
-            bar.update(1)
-        work.save(k, {"summary": summary, "rejects": rejects, "paths": paths, "holdout": held})
-    bar.close()
-
-    summary = Summary(seeds=len(seeds), scored=lm is not None, resumed=(len(done), len(shards)))
-    rejects = [Reject(b.seed_id, b.raw, "input", b.error.render()).to_json() for b in sf.bad]
+    summary = Summary(seeds=len(seeds), scored=opts.score, resumed=(len(done), len(shards)))
+    input_rejects = [Reject(b.seed_id, b.raw, "input", b.error.render()).to_json() for b in sf.bad]
     summary.rejected.update({"input": len(sf.bad)} if sf.bad else {})
     summary.seeds_rejected += len(sf.bad)
-    paths, held = [], []
     for k in range(len(shards)):
-        part = work.load(k)
-        summary.merge(part["summary"])
-        rejects.extend(part["rejects"])
-        paths.extend(part["paths"])
-        held.extend(part["holdout"])
-    if lm is not None:
-        summary.scoring.update(device=lm.device, dtype=str(lm.dtype).replace("torch.", ""))
-    rows = assemble(paths, opts, default, summary)
-    manifest = build_manifest(opts, sf, used, default, tk, ref, summary, lm, budgets)
-    manifest["skipped_edits"] = needs_model
-    manifest["unused_edits"] = summary.unused_edits
+        summary.merge(work.summary(k))
+    import pyarrow as pa
+
+    rows = ShardRows([work.table(k, "rows") for k in range(len(shards))])
+    paths = pa.concat_tables([work.table(k, "paths") for k in range(len(shards))]) if shards else \
+        pa.table({"rows": pa.array([], pa.int32()), "presentations": pa.array([], pa.int32())})
     with staging(opts.out, opts.overwrite) as tmp:
-        write_dataset(tmp, rows, opts.format)
-        write_jsonl(tmp / "rejects.jsonl", rejects)
+        write_curriculum(tmp, rows, paths, opts, default, summary, scratch=work.dir)
+        _write_records(tmp / "rejects.jsonl", input_rejects, work, len(shards), "rejects")
         if opts.holdout:
-            write_jsonl(tmp / HOLDOUT_FILE, held)
+            _write_records(tmp / HOLDOUT_FILE, [], work, len(shards), "holdout")
         if chat_template is not None:
             (tmp / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
+        manifest = build_manifest(opts, sf, used, default, tk, ref, summary, budgets)
+        manifest["skipped_edits"] = needs_model
+        manifest["unused_edits"] = summary.unused_edits
+        manifest["engine"] = engine
         write_json(tmp / "manifest.json", manifest)
         write_card(tmp)
+    del rows, paths       # the memory-mapped shard files, before their directory goes
     work.finish()
     return summary
+
+
+def _write_records(path: Path, first: list[dict], work: Work, n: int, name: str) -> None:
+    """``first``, then every shard's records of ``name``, as JSON lines, streamed."""
+    import json
+
+    with path.open("w", encoding="utf-8") as f:
+        for r in first:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        for k in range(n):
+            for r in work.records(k, name):
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -4,7 +4,7 @@ the counts the manifest records."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 from ..dsl.recipe import Recipe
 from ..expand.designer import summary_line
@@ -76,6 +76,33 @@ class Summary:
         self.budget.drift_layers.update(o.budget.drift_layers)
         for k, v in o.scoring.items():
             self.scoring[k] = self.scoring.get(k, 0) + v if k in _SUMMED else v
+
+    def state(self) -> dict:
+        """Every field as JSON-able values (how a shard's counts are kept in the work directory)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = asdict(v) if is_dataclass(v) else v
+        out["budget"]["drift_layers"] = [[k, n] for k, n in self.budget.drift_layers.items()]  # int keys
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict) -> Summary:
+        s = cls()
+        layers = state["budget"]["drift_layers"]
+        state = {**state, "budget": {**state["budget"], "drift_layers": {}}}
+        for f in fields(s):
+            v, blank = state[f.name], getattr(s, f.name)
+            if isinstance(blank, Counter):
+                v = Counter(v)
+            elif isinstance(blank, tuple):
+                v = tuple(v)
+            elif is_dataclass(blank):
+                v = type(blank)(**{k: Counter(x) if isinstance(getattr(blank, k), Counter) else x
+                                   for k, x in v.items()})
+            setattr(s, f.name, v)
+        s.budget.drift_layers = Counter({k: n for k, n in layers})
+        return s
 
     def lines(self) -> list[str]:
         share = f"{100 * self.within_step / self.steps:.1f}%" if self.steps else "n/a"
