@@ -151,10 +151,21 @@ def main(verbose: bool) -> None:
 @click.option("--shard-seeds", type=click.IntRange(min=1), default=32, show_default=True,
               help="Seeds per shard: finished shards survive a crash and --resume keeps them.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (and discard an unfinished run).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Who runs the shards: this machine, or Ray Data actors (pip install 'microvar[ray]'; "
+                   "README: Running on a cluster). Same dataset either way.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="local: processes running shards (torch threads divided between them) [default: 1]; "
+                   "ray: actors, each loading the model once [default: 2].")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None,
+              help="ray: GPUs each actor asks for [default: 1 when the cluster has GPUs, else 0].")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="ray: attach to this cluster ('auto' after `ray start --head`) instead of starting Ray here.")
 @_quiet()
 def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, budget, drift, drift_threshold, variants,
            seed, skip_invalid, split_long, fmt, prompt_from, separator, chat_template, schedule, presentations,
-           bridges, license_, holdout, resume, shard_seeds, overwrite, quiet):
+           bridges, license_, holdout, resume, shard_seeds, overwrite, engine, workers, gpus_per_worker, ray_address,
+           quiet):
     """Expand SEEDS (JSONL file, or - for stdin) into an Arrow dataset at OUT, each variant
     scored by the reference model and held to the volatility budget."""
     from .pipeline.options import Options
@@ -167,9 +178,13 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
                    budget=tuple(limits), format=fmt, prompt_from=prompt_from,
                    separator=separator.encode("latin-1", "backslashreplace").decode("unicode_escape"),
                    chat_template=chat_template, schedule=schedule, presentations=presentations, license=license_, bridges=bridges,
-                   resume=resume, shard_seeds=shard_seeds, holdout=holdout)
+                   resume=resume, shard_seeds=shard_seeds, holdout=holdout, engine=engine,
+                   workers=workers or (2 if engine == "ray" else 1), gpus_per_worker=gpus_per_worker,
+                   ray_address=ray_address)
     if fmt != "messages" and chat_template:
         raise MicrovarError("--chat-template is for --format messages")
+    if engine != "ray" and (gpus_per_worker is not None or ray_address):
+        raise MicrovarError("--gpus-per-worker and --ray-address are for --engine ray")
     summary = run_expand(opts)
     if not quiet:
         _report(summary.lines(), out)

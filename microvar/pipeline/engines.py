@@ -6,7 +6,12 @@ driver assembles the dataset from the work directory alone.
   threads divided between them.
 - ``ray``: Ray Data ``map_batches`` over the unfinished shards with a pool of actors, each
   loading the tokenizer and reference model once; Ray restarts an actor that dies and runs
-  its shard again (a shard is written whole or not at all, so a retry cannot mix attempts)."""
+  its shard again (a shard is written whole or not at all, so a retry cannot mix attempts).
+
+Volatility is float arithmetic: two runs give the same bits when each worker runs torch with
+the same number of threads (``threads_per_worker`` in the manifest's ``engine``); with another
+count the sums over the vocabulary are added in another order and metrics differ in the last
+bits (about 1e-7 relative)."""
 
 from __future__ import annotations
 
@@ -28,23 +33,27 @@ ENGINES = ("local", "ray")
 
 
 def run_local(job: Job | None, spec: tuple[Options, Recipe, dict], todo: list[tuple[int, list[Seed]]],
-              work: Work, tick: Callable[[int], None]) -> None:
-    """Shards in this process with ``job``, or, for ``--workers N`` > 1, in N processes."""
+              work: Work, tick: Callable[[int], None]) -> dict:
+    """Shards in this process with ``job``, or, for ``--workers N`` > 1, in N processes;
+    returns what the manifest records about the engine."""
+    import torch
+
     opts = spec[0]
     if opts.workers <= 1:
         for k, seeds in todo:
             work.save(k, run_shard(job, seeds, tick=lambda: tick(1)))
-        return
+        return {"name": "local", "workers": 1, "threads_per_worker": torch.get_num_threads()}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = max(1, (os.cpu_count() or 1) // opts.workers)
+    threads = max(1, torch.get_num_threads() // opts.workers)
     with ProcessPoolExecutor(opts.workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_pool_init, initargs=(spec, str(work.dir), threads)) as pool:
         futures = {pool.submit(_pool_shard, k, seeds): len(seeds) for k, seeds in todo}
         for f in as_completed(futures):
             f.result()
             tick(futures[f])
+    return {"name": "local", "workers": opts.workers, "threads_per_worker": threads}
 
 
 _worker: dict = {}
@@ -94,9 +103,12 @@ def run_ray(spec: tuple[Options, Recipe, dict], todo: list[tuple[int, list[Seed]
     ray = import_ray()
     opts = spec[0]
     started = not ray.is_initialized()
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)
+    if not verbose:   # Ray's own notes (bars off, execution finished, ...); its errors still raise
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     if started:
         ray.init(address=opts.ray_address, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=logging.getLogger().isEnabledFor(logging.INFO))
+                 log_to_driver=verbose)
     try:
         resources = ray.cluster_resources()
         gpus = opts.gpus_per_worker if opts.gpus_per_worker is not None else \
@@ -108,9 +120,11 @@ def run_ray(spec: tuple[Options, Recipe, dict], todo: list[tuple[int, list[Seed]
         sizes = dict((k, len(seeds)) for k, seeds in todo)
         items = [{"shard": k, "seeds": pickle.dumps(seeds, protocol=pickle.HIGHEST_PROTOCOL)} for k, seeds in todo]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-        ds = ds.map_batches(ShardActor, batch_size=1, concurrency=opts.workers, num_cpus=cpus, num_gpus=gpus,
-                            fn_constructor_kwargs={"spec": spec, "work_dir": str(work.dir), "threads": cpus},
-                            max_restarts=-1, max_task_retries=-1)
+        pool = ray.data.ActorPoolStrategy(size=max(1, min(opts.workers, len(todo))))
+        ds = ds.map_batches(ShardActor, batch_size=1, compute=pool, num_cpus=cpus, num_gpus=gpus,
+                            fn_constructor_kwargs={"spec": spec, "work_dir": str(work.dir), "threads": cpus})
+        # Ray Data's actor pools restart a dead actor and retry its task (max_restarts and
+        # max_task_retries default to -1 there): a shard whose actor was killed runs again
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for k in batch["shard"]:
@@ -121,7 +135,7 @@ def run_ray(spec: tuple[Options, Recipe, dict], todo: list[tuple[int, list[Seed]
                 raise cause from None
             raise
         return {"name": "ray", "ray": ray.__version__, "address": opts.ray_address or "local",
-                "workers": opts.workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus,
+                "workers": opts.workers, "threads_per_worker": cpus, "gpus_per_worker": gpus,
                 "nodes": len([n for n in ray.nodes() if n.get("Alive")])}
     finally:
         if started:

@@ -57,13 +57,12 @@ def run_expand(opts: Options) -> Summary:
     todo = [(k, chunk) for k, chunk in enumerate(shards) if k not in done]
     bar = progress(len(seeds), initial=sum(len(shards[k]) for k in done), unit="seed",
                    desc="expanding+scoring" if opts.score else "expanding", enabled=opts.progress)
-    engine = {"name": "local", "workers": opts.workers}
     spec = (opts, default, recipes)
     try:
         if opts.engine == "ray":
             engine = run_ray(spec, todo, work, bar.update)
         else:
-            run_local(job, spec, todo, work, bar.update)
+            engine = run_local(job, spec, todo, work, bar.update)
     except BaseException:
         if not work.done(len(shards)):
             work.finish()     # nothing finished: nothing to resume, nothing left behind
