@@ -88,18 +88,36 @@ def curriculum_order(path_rows_n: np.ndarray, presentations: np.ndarray, phase: 
 
 
 class ShardRows:
-    """All shards' path rows as one sequence, read from their memory-mapped Arrow files."""
+    """All shards' path rows as one sequence, read from their Arrow files through memory maps
+    whose pages are handed back after every chunk (``release``): the pages a chunk touched
+    leave this process's resident memory, however large the corpus."""
 
-    def __init__(self, tables: list) -> None:
-        self.tables = tables
-        self.offsets = np.cumsum([0] + [t.num_rows for t in tables])
+    def __init__(self, files: list[Path]) -> None:
+        import mmap
+
+        import pyarrow as pa
+
+        self.maps, self.tables = [], []
+        for f in files:
+            with open(f, "rb") as fh:
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self.maps.append(mm)
+            self.tables.append(pa.ipc.open_file(pa.py_buffer(mm)).read_all())
+        self.offsets = np.cumsum([0] + [t.num_rows for t in self.tables])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def release(self) -> None:
+        import mmap
+
+        for mm in self.maps:
+            mm.madvise(mmap.MADV_DONTNEED)   # clean file pages: dropped from RSS, still in the page cache
+
     def column(self, name: str) -> np.ndarray:
-        return np.concatenate([t.column(name).to_numpy() for t in self.tables]) if self.tables \
-            else np.zeros(0, dtype=np.int64)
+        out = np.concatenate([np.zeros(0, dtype=np.int64)] + [t.column(name).to_numpy() for t in self.tables])
+        self.release()
+        return out
 
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tables)
@@ -114,9 +132,9 @@ class ShardRows:
             sel = np.flatnonzero(shard_of == k)
             parts.append(self.tables[k].take(pa.array(rows[sel] - self.offsets[k])))
             where.append(sel)
-        got = pa.concat_tables(parts).to_pylist()
+        got = pa.concat_tables(parts).to_pylist() if parts else []
         out: list = [None] * len(rows)
-        for i, r in zip(np.concatenate(where), got):
+        for i, r in zip(np.concatenate(where) if where else [], got):
             out[i] = r
         return out
 
@@ -126,37 +144,111 @@ def write_curriculum(directory: Path, shards: ShardRows, paths, opts: Options, d
     """Order the shards' path rows into the curriculum and save it as the dataset in
     ``directory``; ``paths`` is the shards' per-path table (rows, presentations); ``scratch``
     holds the one intermediate Arrow file."""
-    from datasets import Dataset
-    from datasets.arrow_writer import ArrowWriter
+    import pyarrow as pa
+    from datasets.arrow_writer import OptimizedTypedSequence
 
-    quiet_datasets()
     how = opts.schedule or default.schedule or DEFAULT_SCHEDULE
     n_rows = paths.column("rows").to_numpy().astype(np.int64) if paths.num_rows else np.zeros(0, dtype=np.int64)
     recipe_pres = paths.column("presentations").to_numpy() if paths.num_rows else n_rows
     pres = np.full_like(n_rows, opts.presentations) if opts.presentations else recipe_pres
-    phase = shards.column("phase")
-    order = curriculum_order(n_rows, pres, phase, how)
+    order = curriculum_order(n_rows, pres, shards.column("phase"), how)
     _count(order, shards, n_rows, opts, how, recipe_pres, summary)
 
     feats = features(opts.format)
+    schema = feats.arrow_schema
     chunk = max(256, int(CHUNK_BYTES // max(1, shards.nbytes() // max(1, len(shards)))))
-    with tempfile.TemporaryDirectory(dir=scratch, prefix="assemble-") as tmp:
-        path = str(Path(tmp) / "curriculum.arrow")
-        writer = ArrowWriter(features=feats, path=path)
+
+    def chunks():
         for start in range(0, len(order.row), chunk):
-            rows = order.row[start:start + chunk]
             batch = []
-            for i, (rep, r) in enumerate(zip(order.repeat[start:start + chunk].tolist(), shards.gather(rows))):
+            reps = order.repeat[start:start + chunk].tolist()
+            for i, (rep, r) in enumerate(zip(reps, shards.gather(order.row[start:start + chunk]))):
                 prompt = r["parent_text"] if opts.prompt_from == "parent" else r["seed_text"]
                 row = {c: r[c] for c in META_COLUMNS if c in r}
                 row.update(order=start + i, repeat=rep, **training_fields(opts.format, r, prompt, opts.separator))
                 batch.append(row)
-            writer.write_batch({c: [r[c] for r in batch] for c in feats})
-        writer.finalize()
-        writer.close()
-        # one explicit shard when there are no rows: datasets writes no data file otherwise, and
-        # cannot load the directory back (every seed rejected is a result, not an error)
-        Dataset.from_file(path).save_to_disk(str(directory), num_shards=None if len(order.row) else 1)
+            shards.release()
+            # encoded as datasets encodes a column (Dataset.from_dict, ArrowWriter.write_batch)
+            yield pa.Table.from_arrays([pa.array(OptimizedTypedSequence([r[c] for r in batch], type=feats[c], col=c))
+                                        for c in feats], schema=schema)
+
+    save_streamed(directory, feats, chunks(), scratch)
+
+
+def save_streamed(directory: Path, feats, tables, scratch: Path) -> None:
+    """What ``Dataset.save_to_disk`` writes for the rows of ``tables`` (Arrow tables of
+    ``feats``' schema), without holding them: the rows go to one scratch file, then into the
+    shards ``save_to_disk`` would make (one per 500 MB, rows split evenly), read back a batch
+    at a time; ``dataset_info.json`` and ``state.json`` are those ``datasets`` writes for the
+    same features, with the shards' names."""
+    import json
+
+    import pyarrow as pa
+    from datasets import Dataset, config
+    from datasets.arrow_writer import ArrowWriter, get_writer_batch_size_from_data_size
+    from datasets.utils.py_utils import convert_file_size_to_int
+
+    quiet_datasets()
+    schema = feats.arrow_schema
+    n, nbytes = 0, 0
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="assemble-") as tmp:
+        path = Path(tmp) / "curriculum.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for t in tables:
+                writer.write_table(t)
+                n, nbytes = n + t.num_rows, nbytes + t.nbytes
+        # the empty dataset datasets saves gives dataset_info.json and state.json for these features
+        Dataset.from_dict({c: [] for c in feats}, features=feats).save_to_disk(str(directory), num_shards=1)
+        (directory / "data-00000-of-00001.arrow").unlink()
+        shards = 1 if not n else min(n, int(nbytes / convert_file_size_to_int(config.MAX_SHARD_SIZE)) + 1)
+        names = [f"data-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
+        sizes = [n // shards + (i < n % shards) for i in range(shards)]    # as Dataset.shard(contiguous=True)
+        # record batches of the size save_to_disk writes, so the files are the bytes it would write
+        batch_rows = config.DEFAULT_MAX_BATCH_SIZE if not nbytes else \
+            min(config.DEFAULT_MAX_BATCH_SIZE, get_writer_batch_size_from_data_size(n, nbytes))
+        with pa.OSFile(str(path), "rb") as source:
+            rows = _rebatch(pa.ipc.open_stream(source), batch_rows)
+            for name, size in zip(names, sizes):
+                out = ArrowWriter(features=feats, path=str(directory / name), embed_local_files=True)
+                for table in _take(rows, size, batch_rows):
+                    out.write_table(table)
+                out.finalize()
+                out.close()
+        state_file = directory / "state.json"
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        state["_data_files"] = [{"filename": name} for name in names]
+        state_file.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+
+
+class _rebatch:
+    """Record batches of a stream, served as slices of any length."""
+
+    def __init__(self, reader, batch_rows: int) -> None:
+        self.reader, self.pending = iter(reader), None
+
+    def take(self, n: int):
+        """Up to ``n`` rows as record batches (fewer only at the end of the stream)."""
+        out = []
+        while n:
+            if self.pending is None or not self.pending.num_rows:
+                self.pending = next(self.reader, None)
+                if self.pending is None:
+                    break
+            part = self.pending.slice(0, min(n, self.pending.num_rows))
+            self.pending = self.pending.slice(part.num_rows)
+            out.append(part)
+            n -= part.num_rows
+        return out
+
+
+def _take(rows: _rebatch, size: int, batch_rows: int):
+    """``size`` rows as one-chunk tables of ``batch_rows`` rows (the last one shorter)."""
+    import pyarrow as pa
+
+    while size:
+        got = rows.take(min(size, batch_rows))
+        yield pa.Table.from_batches(got).combine_chunks()
+        size -= sum(b.num_rows for b in got)
 
 
 def _count(order: Order, shards: ShardRows, n_rows: np.ndarray, opts: Options, how: str, recipe_pres,

@@ -78,7 +78,7 @@ def run_expand(opts: Options) -> Summary:
         summary.merge(work.summary(k))
     import pyarrow as pa
 
-    rows = ShardRows([work.table(k, "rows") for k in range(len(shards))])
+    rows = ShardRows([work.file(k, "rows") for k in range(len(shards))])
     paths = pa.concat_tables([work.table(k, "paths") for k in range(len(shards))]) if shards else \
         pa.table({"rows": pa.array([], pa.int32()), "presentations": pa.array([], pa.int32())})
     with staging(opts.out, opts.overwrite) as tmp:

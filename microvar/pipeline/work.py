@@ -108,22 +108,30 @@ class Work:
     def summary(self, k: int) -> Summary:
         return Summary.from_state(json.loads((self._shard(k) / "summary.json").read_text(encoding="utf-8")))
 
+    def file(self, k: int, name: str) -> Path:
+        """Shard ``k``'s Arrow file ``name``: rows, paths, rejects or holdout."""
+        return self._shard(k) / f"{name}.arrow"
+
     def table(self, k: int, name: str):
-        """Shard ``k``'s ``name`` (rows, paths, rejects, holdout) as an Arrow table, memory-mapped."""
+        """Shard ``k``'s ``name`` as an Arrow table, read into memory (for the small ones)."""
         import pyarrow as pa
 
-        with pa.memory_map(str(self._shard(k) / f"{name}.arrow")) as source:
+        with pa.OSFile(str(self.file(k, name))) as source:
             return pa.ipc.open_file(source).read_all()
 
-    def records(self, k: int, name: str, batch_rows: int = 4096) -> Iterator[dict]:
-        """Shard ``k``'s rejects or held-out variants as the dicts they were, a batch at a time."""
-        table = self.table(k, name)
-        json_cols = [f.name for f in table.schema if f.metadata and f.metadata.get(b"json")]
-        for batch in table.to_batches(max_chunksize=batch_rows):
-            for r in batch.to_pylist():
-                for c in json_cols:
-                    r[c] = json.loads(r[c]) if r[c] is not None else None
-                yield r
+    def records(self, k: int, name: str) -> Iterator[dict]:
+        """Shard ``k``'s rejects or held-out variants as the dicts they were, a record batch at
+        a time (read, not memory-mapped: the pages do not stay in this process)."""
+        import pyarrow as pa
+
+        with pa.OSFile(str(self.file(k, name))) as source:
+            reader = pa.ipc.open_file(source)
+            json_cols = [f.name for f in reader.schema if f.metadata and f.metadata.get(b"json")]
+            for i in range(reader.num_record_batches):
+                for r in reader.get_batch(i).to_pylist():
+                    for c in json_cols:
+                        r[c] = json.loads(r[c]) if r[c] is not None else None
+                    yield r
 
     def finish(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
