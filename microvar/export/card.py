@@ -18,13 +18,14 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import MicrovarError
 from .dataset import format_of
-from .stats import histogram, number, phase_counts, pylist, read_rejects, rejects, stage_counts, volatility
+from .stats import codes, histogram, iter_rejects, number, phase_counts, rejects, stage_counts, volatility
 
 ARROW_FILES = [{"split": "train", "path": "data-*.arrow"}]            # a save_to_disk directory
 PARQUET_FILES = [{"split": "train", "path": "data/train-*.parquet"}]  # the folder push uploads
@@ -237,7 +238,9 @@ class _Data:
         return self._columns[name]
 
     def distinct(self, name: str) -> int:
-        return len(set(pylist(self, name)))
+        import pyarrow.compute as pc
+
+        return pc.count_distinct(self.column(name)).as_py() if name in self.column_names else 0
 
     def head(self, n: int) -> list[dict]:
         cols = {c: self.column(c).slice(0, n).to_pylist() for c in self.column_names}
@@ -334,7 +337,7 @@ def _context(data: _Data, manifest: dict, license_id: str | None, repo_id: str |
         "volatility": _volatility(data, model),
         "has_volatility": "volatility" in data.features,
         "has_manifest": bool(manifest),
-        "rejects": _rejects(read_rejects(data.directory)),
+        "rejects": _rejects(iter_rejects(data.directory)),
         "columns": [{"name": c, "type": _type_name(data.features[c]), "note": COLUMN_NOTES.get(c, "")}
                     for c in names],
         "examples": _examples(data, training),
@@ -403,10 +406,11 @@ def _hist_rows(counts: list[tuple[str, int]]) -> list[dict]:
 
 
 def _per_seed(data: _Data) -> dict | None:
-    seeds = Counter(pylist(data, "seed_id"))
-    if not seeds:
+    names, seed = codes(data, "seed_id")
+    if not names:
         return None
-    return {"min": min(seeds.values()), "max": max(seeds.values()), "seeds": len(seeds)}
+    rows = np.bincount(seed, minlength=len(names))
+    return {"min": int(rows.min()), "max": int(rows.max()), "seeds": len(names)}
 
 
 def _seed_rows(data: _Data, fmt: str | None) -> dict | None:
@@ -414,20 +418,22 @@ def _seed_rows(data: _Data, fmt: str | None) -> dict | None:
     if "seed_id" not in data.features:
         return None
     column = {"prompt-completion": "completion", "text": "text", "messages": "messages"}.get(fmt or "")
-    seeds = pylist(data, "seed_id")
-    rows = Counter(seeds)
+    import pyarrow.compute as pc
+
+    names, seed = codes(data, "seed_id")
+    rows = np.bincount(seed, minlength=len(names))
     texts: dict = {}
     if column in data.features and "parent_id" in data.features:
         values = data.column(column)
-        for i, (seed, parent) in enumerate(zip(seeds, pylist(data, "parent_id"))):
-            if not parent and seed not in texts:
-                value = values[i].as_py()
-                texts[seed] = value[-1]["content"] if column == "messages" and value else value
-                if len(texts) >= SHOW_SEEDS:
-                    break
-    shown = list(rows)[:SHOW_SEEDS]
-    return {"rows": [{"id": k, "rows": rows[k], "text": texts.get(k, "")} for k in shown],
-            "more": len(rows) - len(shown)}
+        root = np.flatnonzero(~np.asarray(pc.fill_null(pc.greater(pc.utf8_length(data.column("parent_id")), 0),
+                                                       False).to_numpy(zero_copy_only=False), dtype=bool))
+        found, first = np.unique(seed[root], return_index=True)     # each seed's first root row
+        for i in sorted(root[first].tolist())[:SHOW_SEEDS]:
+            value = values[i].as_py()
+            texts[names[seed[i]]] = value[-1]["content"] if column == "messages" and value else value
+    shown = names[:SHOW_SEEDS]
+    return {"rows": [{"id": k, "rows": int(rows[i]), "text": texts.get(k, "")} for i, k in enumerate(shown)],
+            "more": len(names) - len(shown)}
 
 
 def _volatility(data: _Data, model: dict) -> dict | None:
@@ -465,7 +471,7 @@ def _histogram(x) -> dict:
                                       "bar": _bar(c, top)} for lb, c in pairs]}
 
 
-def _rejects(records: list[dict] | None) -> dict | None:
+def _rejects(records) -> dict | None:
     if records is None:
         return None
     summary = rejects(records)

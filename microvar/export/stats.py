@@ -41,18 +41,32 @@ class PhaseCount:
     rows: int
 
 
-def pylist(table, name: str) -> list:
-    """A column as a Python list; empty when the table has no such column."""
-    return table.column(name).to_pylist() if name in table.column_names else []
+def codes(table, name: str) -> tuple[list, np.ndarray]:
+    """A column as (its distinct values in the order rows first show them, each row's index
+    into them): counting over a million rows without a Python object per row."""
+    import pyarrow.compute as pc
+
+    if name not in table.column_names:
+        return [], np.zeros(0, dtype=np.int64)
+    col = table.column(name)
+    distinct = pc.unique(col)
+    return distinct.to_pylist(), np.asarray(pc.index_in(col, value_set=distinct).to_numpy(zero_copy_only=False),
+                                            dtype=np.int64)
+
+
+def first_rows(table, name: str) -> np.ndarray:
+    """The index of the first row of each distinct value of ``name``."""
+    return np.unique(codes(table, name)[1], return_index=True)[1]
 
 
 def stage_counts(table, manifest: dict) -> list[StageCount]:
     """Rows and distinct variants per stage, in the recipe's stage order."""
-    stages = pylist(table, "stage")
-    rows = Counter(stages)
-    first = dict(zip(pylist(table, "variant_id"), stages))
-    variants = Counter(first.values()) if first else rows
-    return [StageCount(s, rows[s], variants[s]) for s in stage_order(list(rows), manifest)]
+    names, stage = codes(table, "stage")
+    rows = np.bincount(stage, minlength=len(names))
+    variants = np.bincount(stage[first_rows(table, "variant_id")], minlength=len(names)) \
+        if "variant_id" in table.column_names else rows
+    at = {s: i for i, s in enumerate(names)}
+    return [StageCount(s, int(rows[at[s]]), int(variants[at[s]])) for s in stage_order(names, manifest)]
 
 
 def stage_order(found: list[str], manifest: dict) -> list[str]:
@@ -67,10 +81,14 @@ def stage_order(found: list[str], manifest: dict) -> list[str]:
 
 def phase_counts(table) -> list[PhaseCount]:
     """Rows per (phase, LoRA level), in the order the rows come (ascending phase)."""
-    phases = pylist(table, "phase")
-    levels = pylist(table, "lora_level") or [None] * len(phases)
-    rows = Counter(zip(phases, levels))
-    return [PhaseCount(p, level, n) for (p, level), n in rows.items()]
+    phases, phase = codes(table, "phase")
+    levels, level = codes(table, "lora_level")
+    if not levels:
+        levels, level = [None], np.zeros_like(phase)
+    key = phase * len(levels) + level
+    found, first, n = np.unique(key, return_index=True, return_counts=True)
+    return [PhaseCount(phases[k // len(levels)], levels[k % len(levels)], int(c))
+            for k, c in sorted(zip(found.tolist(), n.tolist()), key=lambda kc: first[np.searchsorted(found, kc[0])])]
 
 
 # ---------------------------------------------------------------- volatility
@@ -110,14 +128,16 @@ def volatility(table) -> Volatility | None:
 
 def _scored_variants(table, vol) -> np.ndarray:
     """Which rows to measure: each variant's first row, not a seed's root, scored."""
+    import pyarrow.compute as pc
+
     keep = np.zeros(len(vol), dtype=bool)
     if "variant_id" in table.column_names:
-        _, first = np.unique(np.asarray(pylist(table, "variant_id"), dtype=object), return_index=True)
-        keep[first] = True
+        keep[first_rows(table, "variant_id")] = True
     else:
         keep[:] = True
     if "parent_id" in table.column_names:
-        keep &= np.asarray([bool(p) for p in pylist(table, "parent_id")], dtype=bool)
+        has_parent = pc.fill_null(pc.greater(pc.utf8_length(table.column("parent_id")), 0), False)
+        keep &= np.asarray(has_parent.to_numpy(zero_copy_only=False), dtype=bool)
     return keep & ~np.asarray(vol.is_null().to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -198,19 +218,27 @@ class Rejects:
 def read_rejects(directory: Path) -> list[dict] | None:
     """The records of ``directory/rejects.jsonl`` (lines that are not JSON objects skipped);
     ``None`` when there is no such file."""
+    records = iter_rejects(directory)
+    return None if records is None else list(records)
+
+
+def iter_rejects(directory: Path):
+    """``read_rejects`` a line at a time (a large run has millions); ``None`` when there is
+    no such file."""
     path = Path(directory) / "rejects.jsonl"
     if not path.is_file():
         return None
-    out = []
-    with path.open(encoding="utf-8") as f:   # not splitlines(): a text may hold U+2028
-        for line in f:
-            try:
-                record = json.loads(line) if line.strip() else None
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-    return out
+
+    def records():
+        with path.open(encoding="utf-8") as f:   # not splitlines(): a text may hold U+2028
+            for line in f:
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    yield record
+    return records()
 
 
 def check_of(record: dict) -> str:
@@ -232,21 +260,23 @@ def reason(record: dict) -> str:
     return _NUMBER.sub("N", _QUOTED.sub("‘…’", _HEX_ID.sub("…", first)))
 
 
-def rejects(records: list[dict]) -> Rejects:
-    """The rejects grouped by check, and by reason within a check."""
+def rejects(records) -> Rejects:
+    """The rejects grouped by check, and by reason within a check (one pass: ``records`` may
+    be a stream)."""
     pairs: Counter = Counter()
+    checks: Counter = Counter()
     example: dict[tuple[str, str], dict] = {}
+    first: dict[str, dict] = {}
     for r in records:
-        key = (check_of(r), reason(r))
+        c = check_of(r)
+        key = (c, reason(r))
         pairs[key] += 1
+        checks[c] += 1
         example.setdefault(key, r)
+        first.setdefault(c, r)
     reasons = [ReasonCount(c, why, n, example[(c, why)]) for (c, why), n in pairs.most_common()]
-    checks = Counter(check_of(r) for r in records)
-    first = {}
-    for r in records:
-        first.setdefault(check_of(r), r)
-    return Rejects(len(records), [CheckCount(c, n, first[c], [x for x in reasons if x.check == c])
-                                  for c, n in checks.most_common()], reasons)
+    return Rejects(sum(checks.values()), [CheckCount(c, n, first[c], [x for x in reasons if x.check == c])
+                                          for c, n in checks.most_common()], reasons)
 
 
 # ---------------------------------------------------------------- numbers

@@ -20,7 +20,7 @@ from ..export.dataset import META_COLUMNS, features, quiet_datasets, training_fi
 from .options import Options
 from .summary import Summary
 
-CHUNK_BYTES = 64 << 20   # rows gathered and written at a time, in bytes of shard rows
+CHUNK_BYTES = 4 << 20    # rows gathered and written at a time, in bytes of shard rows (as Python objects: ~10x)
 
 
 def path_rows(path, recipe: Recipe) -> list[dict]:
