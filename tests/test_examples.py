@@ -5,6 +5,7 @@ Python edit distance."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 
@@ -25,6 +26,18 @@ def levenshtein(a: list[int], b: list[int]) -> int:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
         prev = cur
     return prev[-1]
+
+
+def _one_grown_word(row: dict, parent: dict) -> bool:
+    """A grow step that adds one whole word: the least a step of the model's continuation can
+    be, however many tokens the word takes (SmolLM2 spells "Объём" in 8; a row that ends in
+    "Объё" is no variant)."""
+    if not row["edits"][-1].startswith("grow"):
+        return False
+    a, b = parent["text"], row["text"]
+    p = len(os.path.commonprefix([a, b]))
+    s = len(os.path.commonprefix([a[p:][::-1], b[p:][::-1]]))
+    return a[p:len(a) - s] == "" and len(b[p:len(b) - s].split()) == 1
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +122,7 @@ def test_kept_variants_are_token_safe_independently(examples, independent_tokeni
         assert step == r["step_tokens"], (r["edits"], step, r["step_tokens"])
         assert cost == r["marker_tokens"]
         total += 1
-        within += step <= 2
+        within += step <= 2 or _one_grown_word(r, parent)
         raw_within += raw <= 2
     print(f"within 2 steps: {within}/{total} = {within / total:.1%}; raw token distance <= 2: {raw_within / total:.1%}")
     assert within / total >= 0.90

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
@@ -19,11 +20,12 @@ from .edits import EDITS, Doc, State, render, stage_of
 from .edits.base import closing
 from .fluency import SubstitutionStats
 from .propose import ReorderRule, propose
-from .reorder import DEFAULT_MARGIN, ReorderStats, is_code
+from .reorder import DEFAULT_MARGIN, ReorderStats, is_code, prose_ranges
 
 SUBSTITUTE_MARGIN = 1.0   # nats: a model substitution may cost its sentence at most this much
 from .seeds import Seed
 from .tokens import Candidate, RefTokenizer, align, run_checks
+from .words import word_ends
 
 # Composition order: a variant built from several edits takes its parent as the variant
 # without its *smallest* edit, so bigger edits are applied first and the last step is cheap.
@@ -132,23 +134,22 @@ class Expander:
                         self.advisor, model_swaps, reorder=reorder, substitute=self.substitution_stats)
         continuation, source = seed.continuation, "given"
         if not continuation and recipe.edit("grow_model") and self.advisor:
-            continuation, source = self.advisor.continuation(seed.text) or None, "model"
+            code = is_code(seed.meta) or not prose_ranges(seed.text)
+            continuation, source = self.advisor.continuation(seed.text, code=code) or None, "model"
         doc = Doc(seed.id, parts, continuation, template_dirs=recipe.template_dirs, meta=seed.meta,
                   continuation_source=source)
         if continuation and (source == "model" or recipe.edit("grow")):
             _, offsets = self.tk.encode_offsets(seed.text + continuation)
             base, full = len(seed.text), len(continuation)
-            shown = 0
-            for _, end in offsets:
-                if end <= base:
-                    continue
-                shown += 1
-                cut = min(end, base + full) - base
-                if doc.grow_cuts and doc.grow_cuts[-1] >= cut:
-                    doc.grow_tokens[-1] = shown  # same character: one unit
-                else:
-                    doc.grow_cuts.append(cut)
-                    doc.grow_tokens.append(shown)
+            starts = sorted(max(s - base, 0) for s, e in offsets if e > base)
+            if source == "model":
+                # the model's words, not its pieces: SmolLM2 spells Russian a letter or two per
+                # token, and a row that ends in "Объё" is no variant a designer would keep
+                doc.grow_cuts = word_ends(continuation, code, closed=True)
+            else:
+                # the designer's text, token by token (a character in several tokens is one unit)
+                doc.grow_cuts = sorted({min(e - base, full) for _, e in offsets if e > base})
+            doc.grow_tokens = [bisect_left(starts, cut) for cut in doc.grow_cuts]  # tokens that show it
         return doc
 
     def expand(self, seed: Seed, recipe: Recipe) -> SeedResult:
@@ -283,9 +284,13 @@ class Expander:
         else:
             c.step_tokens = c.distance
         if kind in ("grow", "grow_model") and state.grow == parent.state.grow + 1:
-            # one unit is the least a grow step can reveal, however many tokens it takes
+            # one unit is the least a grow step can reveal, however many tokens it takes: a
+            # character, or a whole word of the model's continuation, which may pass the step
+            # budget (a Russian word is 3-9 SmolLM2 tokens; cut inside it the row ends mid-word).
+            # The tokens the seam re-spells come with it ("\n\n" is one token before "print"
+            # follows, two after): without them the unit, and the chain after it, would be lost.
             before = doc.grow_tokens[parent.state.grow - 1] if parent.state.grow else 0
-            c.min_step = doc.grow_tokens[state.grow - 1] - before
+            c.min_step = max(doc.grow_tokens[state.grow - 1] - before, c.distance)
         return c
 
 

@@ -1,7 +1,8 @@
-"""Words as proposals see them: the word pattern and the function words that make poor anchors
-and never trade places (English and Russian)."""
+"""Words as proposals see them: the word pattern, the function words that make poor anchors
+and never trade places (English and Russian), and where a grown continuation may end."""
 
 import re
+import unicodedata
 
 WORD = re.compile(r"[^\W\d_][\w'’-]*[^\W_]|[^\W\d_]")
 
@@ -23,3 +24,44 @@ PREPOSITIONS = frozenset("""
 in on at to for from by with without into onto over under about after before between through
 в во на по для с со к ко из от до о об при без под над про через между
 """.split())  # noqa: SIM905
+
+
+def _cjk(ch: str) -> bool:
+    """A character of a script written without spaces (Chinese, Japanese kana, their
+    punctuation and fullwidth forms): each is the smallest piece a row may end after."""
+    o = ord(ch)
+    return (0x3000 <= o <= 0x30FF or 0x3400 <= o <= 0x4DBF or 0x4E00 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF
+            or 0xFF00 <= o <= 0xFFEF or 0x20000 <= o <= 0x2FFFF)
+
+
+def _holds_on(ch: str) -> bool:
+    """ch belongs to what comes before it: a combining mark, a joiner, a variation selector
+    or an emoji modifier (part of one visible character), a modifier letter (the Japanese
+    long vowel mark) or closing punctuation (a comma, a full stop, a closing bracket)."""
+    cat = unicodedata.category(ch)
+    return cat[0] == "M" or cat in ("Cf", "Lm", "Sk", "Pe", "Pf", "Po")
+
+
+def word_ends(text: str, code: bool = False, closed: bool = False) -> list[int]:
+    """Character offsets in text (a continuation) where a row may end, ascending: after whole
+    words. Prose: after a word or punctuation that whitespace follows (so a leading newline
+    goes with the first word), and between two characters of a script without spaces (CJK);
+    never before a mark, modifier or closing punctuation, nor after an opening bracket.
+    Code: at line ends outside any bracket the text opened (``print(add(`` is no end). The
+    end of text counts only when closed (nothing follows it): else whether its last word is
+    whole is unknown."""
+    ends, depth = [], 0
+    for i, prev in enumerate(text):
+        if code:
+            depth += (prev in "([{") - (prev in ")]}")
+        nxt = text[i + 1] if i + 1 < len(text) else None
+        if prev.isspace() or (nxt is None and not closed):
+            continue
+        if code:
+            if depth <= 0 and (nxt is None or nxt in "\r\n"):
+                ends.append(i + 1)
+        elif nxt is None or nxt.isspace():
+            ends.append(i + 1)
+        elif (_cjk(prev) or _cjk(nxt)) and not _holds_on(nxt) and unicodedata.category(prev) not in ("Ps", "Pi"):
+            ends.append(i + 1)
+    return ends

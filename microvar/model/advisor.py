@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..expand.words import STOPWORDS
+from ..expand.words import STOPWORDS, word_ends
 from .score import _batches, cache_kwarg, common_prefix, context_token, log_softmax_in_place, pad_batch
 
 _LETTERS = re.compile(r"^[^\W\d_]+$")
@@ -220,30 +220,40 @@ class Advisor:
         return log_softmax_in_place(logits.float())
 
     @torch.inference_mode()
-    def continuation(self, text: str, n_tokens: int = 8) -> str:
-        """The model's greedy continuation of text, up to n_tokens, cut at a special token
-        and to whole characters."""
+    def continuation(self, text: str, n_tokens: int = 8, code: bool = False) -> str:
+        """The model's greedy continuation of text: n_tokens (fewer at a special token), in
+        whole words (``word_ends``; whole lines in code). The word the window cuts may finish
+        in up to n_tokens more (decoding goes on until its end is seen); one that does not is
+        dropped, and a continuation without any word end is ""."""
         probe = self.probe(text)
         if probe.cache is None:  # an earlier continuation consumed it
             self._probe = None
             probe = self.probe(text)
         ids, cache, probe.cache = list(probe.ids), probe.cache, None  # decoding appends to the cache
         logits = probe.logp[-1]   # the probe's forward already predicts the first new token
+        base = self.tk.decode([ids])[0]
         new: list[int] = []
-        for _ in range(n_tokens):
+        ahead, window, closed = "", None, False   # closed: the model ended the text, its last word whole
+        for _ in range(2 * n_tokens):
             tid = int(logits.argmax())
             if tid in self.tk.special_ids:
+                closed = True
                 break
             new.append(tid)
+            full = self.tk.decode([ids + new])[0]
+            if not full.startswith(base):
+                return ""
+            ahead = full[len(base):]
             if len(new) == n_tokens:
+                window = ahead.split("\ufffd", 1)[0]
+            elif window is not None and any(e >= len(window) for e in word_ends(ahead, code)):
                 break
             out = self.model(input_ids=torch.tensor([[tid]], device=self.device), use_cache=True,
                              **{self._cache_arg: cache})
             cache = getattr(out, "cache", None) or out.past_key_values
             logits = out.logits[0, -1]
-        full = self.tk.decode([ids + new])[0]
-        base = self.tk.decode([ids])[0]
-        if not full.startswith(base):
-            return ""
-        cont = full[len(base):]
-        return cont.split("\ufffd", 1)[0].rstrip("\n") if cont else ""
+        window = ahead if window is None else window
+        ends = word_ends(ahead, code, closed)
+        past = [e for e in ends if e >= len(window)]
+        end = past[0] if past else max((e for e in ends if e <= len(window)), default=0)
+        return ahead[:end]

@@ -1,0 +1,156 @@
+"""Where a grown model continuation may end: whole words in prose, whole lines in code, never
+a fragment of a word the tokenizer spells in pieces (SmolLM2 spells Russian a letter or two
+per token)."""
+
+from __future__ import annotations
+
+import pytest
+from test_edits import ALLOW, recipe, tseed
+
+from microvar.expand.expander import Expander
+from microvar.expand.seeds import Seed
+from microvar.expand.words import word_ends
+
+GROW = "edit grow model 1..2 tokens"
+
+
+class FakeAdvisor:
+    """The model's continuation, given: the expander asks it nothing else for a grow recipe."""
+
+    def __init__(self, continuation: str):
+        self.cont, self.asked = continuation, []
+
+    def continuation(self, text: str, n_tokens: int = 8, code: bool = False) -> str:
+        self.asked.append(code)
+        return self.cont
+
+
+def grown(tk, seed: Seed, cont: str, rng_seed: int = 0, step: int = 2):
+    advisor = FakeAdvisor(cont)
+    rcp = recipe(GROW, extra=ALLOW + f"step tokens <= {step}\n")
+    res = Expander(tk, seed=rng_seed, advisor=advisor).expand(seed, rcp)
+    rows = [v for v in res.kept if v.kinds == ["grow_model"]]
+    for v in rows:
+        assert v.text.startswith(seed.text)
+    return rows, advisor
+
+
+def _no_fragment(rest: str, code: bool) -> bool:
+    """What follows a cut says it was no fragment: nothing, whitespace (a line end in code),
+    or, between characters of a script without spaces, anything but closing punctuation."""
+    if not rest:
+        return True
+    if code:
+        return rest[0] == "\n"
+    return rest[0].isspace() or ("\u3000" <= rest[0] <= "\u9fff" and rest[0] not in "、。」』）！？")
+
+
+CASES = [
+    ("ru", "Модель учится на малых шагах:\nи ритм важнее, чем объём.",
+     "\nОбъём и ритм — это главное, что нужно.", None),
+    ("en", "The capital of France is", " Paris, a city on the Seine known for its museums.", None),
+    ("code", "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+     " # 5\nprint(add(10, 2))  # 12\nprint(add(", {"lang": "python"}),
+    ("zh", "我喜欢猫。", "它们很可爱，也很安静。", None),
+    ("emoji", "Всё готово 🙂", " Ура 👍🏽 ❤️ и дальше", None),
+]
+
+
+@pytest.mark.parametrize("sid,text,cont,meta", CASES, ids=[c[0] for c in CASES])
+def test_grow_model_rows_end_at_word_or_line_ends(tk, sid, text, cont, meta):
+    code = meta is not None
+    for rng_seed in range(3):
+        rows, advisor = grown(tk, Seed(sid, text, None, meta=meta), cont, rng_seed)
+        assert advisor.asked == [code]
+        assert rows, "no grow row at all"
+        shown = []
+        for v in rows:
+            revealed = v.text[len(text):]
+            assert cont.startswith(revealed) and revealed.strip()
+            assert _no_fragment(cont[len(revealed):], code), f"{sid}: the row ends mid-word: {v.text!r}"
+            assert not revealed[-1].isspace()
+            shown.append(len(revealed))
+        # each step reveals more, and the chain goes as far as the continuation's last whole unit
+        assert shown == sorted(set(shown))
+        assert max(shown) == (word_ends(cont, code, closed=True) or [0])[-1]
+
+
+def test_a_step_holds_whole_words_and_passes_the_budget_only_for_one_word(tk):
+    """Russian words are many SmolLM2 tokens: a step then is one whole word, over the step
+    budget; steps within the budget take as many whole words as fit."""
+    text, cont = "Модель учится на малых шагах.", "\nОбъём и ритм важнее, а шаги малы."
+    rows, _ = grown(tk, tseed(text), cont)
+    prev = ""
+    for v in rows:
+        revealed = v.text[len(text):]
+        added = revealed[len(prev):]
+        assert v.step_tokens <= 2 or len(added.split()) == 1, (added, v.step_tokens)
+        prev = revealed
+    assert any(v.step_tokens > 2 for v in rows)       # "\nОбъём" alone is over 2 tokens
+
+
+def test_code_continuation_without_a_line_end_gives_no_row(tk):
+    """``print(add(`` ends no line and closes no call: fewer rows rather than a fragment."""
+    seed = Seed("c", "def add(a, b):\n    return a + b\n\n", None, meta={"lang": "python"})
+    rows, advisor = grown(tk, seed, "print(add(2, 3)")
+    assert advisor.asked == [True] and rows == []
+    rows, _ = grown(tk, seed, "print(add(2, 3))")       # closed by the model: one line
+    assert [v.text for v in rows] == [seed.text + "print(add(2, 3))"]
+
+
+def test_text_that_reads_as_code_is_cut_at_line_ends(tk):
+    """No ``lang`` in meta, but the seed holds code (the reorder's code detector)."""
+    text = "total = 0\nfor item in items:"
+    rows, advisor = grown(tk, tseed(text), "\n    total += item\n    print(total)", step=8)
+    assert advisor.asked == [True]
+    assert [v.text[len(text):] for v in rows][-1] == "\n    total += item\n    print(total)"
+    assert all(v.text.endswith((":", "item", "(total)")) for v in rows)
+
+
+def test_a_leading_newline_goes_with_the_first_word():
+    ends = word_ends("\n\nОбъём и ритм", closed=True)
+    assert ends and ends[0] == len("\n\nОбъём")
+    assert word_ends("\n\n  ", closed=True) == []
+
+
+@pytest.mark.parametrize("text", ["Объё", "well-craf", "猫", "print(add("])
+def test_an_open_end_is_no_word_end(text):
+    """Without knowing what follows, the last word of a window may be cut short."""
+    code = "(" in text
+    assert len(text) not in word_ends(text, code)
+    assert word_ends(text, code, closed=True) == ([] if code else [len(text)])
+
+
+def test_emoji_and_marks_stay_whole():
+    text = "ok 👍🏽 👨‍👩‍👧 ❤️ é"      # a skin tone, a ZWJ family, a variation selector, e + combining acute
+    for cut in word_ends(text, closed=True):
+        assert cut == len(text) or text[cut] == " "
+
+
+def test_cjk_cuts_fall_between_characters_but_not_before_closing_punctuation():
+    text = "它们很可爱，「也很安静」。"
+    ends = word_ends(text, closed=True)
+    assert ends[-1] == len(text)
+    for cut in ends[:-1]:
+        assert text[cut] not in "，。」" and text[cut - 1] != "「"
+
+
+@pytest.mark.slow
+def test_real_model_continuation_of_a_russian_seed_is_whole_words(tk):
+    """SmolLM2 spells Russian in pieces: its continuation still ends where a word does (the
+    longer greedy continuation goes on with whitespace there), and every grow row too."""
+    from microvar.model.advisor import Advisor
+    from microvar.model.load import load_model, resolve
+
+    text = "Модель учится на малых шагах:\nодин или два токена за раз,\nи ритм важнее, чем объём."
+    advisor = Advisor(load_model(resolve(None), device="cpu"), tk)
+    cont = advisor.continuation(text)
+    longer = advisor.continuation(text, n_tokens=24)
+    assert cont.strip() and longer.startswith(cont)
+    assert len(longer) == len(cont) or longer[len(cont)].isspace()
+    res = Expander(tk, advisor=advisor).expand(tseed(text), recipe(GROW))
+    rows = [v for v in res.kept if v.kinds == ["grow_model"]]
+    assert rows
+    for v in rows:
+        revealed = v.text[len(text):]
+        assert cont.startswith(revealed) and _no_fragment(cont[len(revealed):], False), v.text
