@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
+from microvar.dsl.recipe import parse_limits
 from microvar.pipeline import Options, run_expand
 
 ray = pytest.importorskip("ray")
@@ -48,7 +49,9 @@ def seeds(tmp_path):
 
 
 def _opts(seeds, out, model_dir, **kw) -> Options:
-    base = dict(model=str(model_dir), variants=8, shard_seeds=2, progress=False, holdout=0.2)
+    # a budget the tiny model's variants straddle, so budget rejects and their counts travel too
+    base = dict(model=str(model_dir), variants=8, shard_seeds=2, progress=False, holdout=0.2,
+                budget=parse_limits("surprisal <= 10.8"))
     return Options(str(seeds), Path(out), **(base | kw))
 
 
@@ -88,6 +91,7 @@ def test_ray_writes_what_local_writes(tmp_path, seeds, model_dir, local_ray, sch
     assert engine["name"] == "ray" and engine["workers"] == 2 and engine["threads_per_worker"] == 1
     assert summary.seeds == 12 and not (tmp_path / ".ray.partial").exists()
     assert any(r["volatility"] for r in load_from_disk(str(tmp_path / "ray")).to_list())
+    assert summary.budget.removed and '"check": "budget"' in (tmp_path / "ray" / "rejects.jsonl").read_text()
 
 
 def _actor_pids() -> list[int]:

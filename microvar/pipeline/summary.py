@@ -4,7 +4,7 @@ the counts the manifest records."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from ..dsl.recipe import Recipe
 from ..expand.designer import summary_line
@@ -79,10 +79,7 @@ class Summary:
 
     def state(self) -> dict:
         """Every field as JSON-able values (how a shard's counts are kept in the work directory)."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = asdict(v) if is_dataclass(v) else v
+        out = _plain(self)
         out["budget"]["drift_layers"] = [[k, n] for k, n in self.budget.drift_layers.items()]  # int keys
         return out
 
@@ -181,6 +178,18 @@ class Summary:
         return {**self.curriculum, "stages": dict(self.stage_rows), "steps": self.path_steps,
                 "within_step": self.path_within, "within_step_share": share, "bridged_rows": self.bridged,
                 "gaps": self.gaps}
+
+
+def _plain(v):
+    """Dataclasses, Counters and tuples as plain dicts and lists (``dataclasses.asdict`` would
+    rebuild a Counter from its items, counting the pairs)."""
+    if is_dataclass(v):
+        return {f.name: _plain(getattr(v, f.name)) for f in fields(v)}
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
 
 
 def account(summary: Summary, result: SeedResult, recipe: Recipe) -> None:
