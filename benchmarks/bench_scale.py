@@ -42,8 +42,10 @@ def write_seeds(path: Path, n: int) -> Path:
 
 
 def run(args: list[str]) -> tuple[float, int]:
-    """Run `microvar expand ARGS` in a fresh process: (wall seconds, peak RSS in MiB); the
-    cores it kept busy (its CPU time over wall time, its own process only) in ``LAST_CORES``."""
+    """Run `microvar expand ARGS` in a fresh process: (wall seconds, peak RSS in MiB of the
+    largest of the driver and the pool workers it waited for; Ray's actors are not its
+    children and are not counted); the cores it kept busy (CPU time over wall time, itself and
+    the children it waited for) in ``LAST_CORES``."""
     env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "microvar", "expand", *map(str, args), "-q", "--overwrite"],
@@ -83,7 +85,7 @@ def speed(work: Path, m: int, extra: list[str], what: str) -> dict:
         wall, rss = run(common + engine)
         rates[name] = m / wall
         cores = f"; the driver kept {LAST_CORES[0]:.2f} cores busy" if name == "local" else ""
-        print(f"  {name:<15}: {m} seeds {what} in {wall:.1f} s = {m / wall:.2f} seeds/s (driver peak RSS {rss} MiB"
+        print(f"  {name:<15}: {m} seeds {what} in {wall:.1f} s = {m / wall:.2f} seeds/s (peak RSS {rss} MiB"
               f"{cores})", flush=True)
     return rates
 
@@ -114,7 +116,7 @@ def main() -> None:
     ap.add_argument("--schedules", default="blocked,interleaved,spaced")
     ap.add_argument("--speed-seeds", type=int, default=32, help="M: seeds scored for the speed comparison")
     ap.add_argument("--expand-seeds", type=int, default=400, help="seeds expanded (--model none) for the same")
-    ap.add_argument("--shards", type=int, default=32, help="S: shards for Ray's per-shard overhead")
+    ap.add_argument("--shards", type=int, default=200, help="S: shards for Ray's per-shard overhead")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: memory, speed, ray")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))

@@ -100,6 +100,18 @@ def _actor_pids() -> list[int]:
     return [p.pid for p in psutil.process_iter(["cmdline"]) if "ShardActor" in " ".join(p.info["cmdline"] or [])]
 
 
+def _pickled(work) -> list:
+    """Files in the work directory that begin with pickle's protocol byte."""
+    found = []
+    for p in work.rglob("*"):
+        try:
+            if p.is_file() and p.read_bytes()[:1] == b"\x80":
+                found.append(p)
+        except FileNotFoundError:   # a shard's temporary directory renamed meanwhile
+            pass
+    return found
+
+
 def test_an_actor_killed_mid_run_is_replaced_and_the_output_is_the_same(tmp_path, seeds, model_dir, local_ray):
     import torch
 
@@ -128,11 +140,13 @@ def test_an_actor_killed_mid_run_is_replaced_and_the_output_is_the_same(tmp_path
         if done >= 1 and pids:
             os.kill(pids[0], signal.SIGKILL)
             killed = (pids[0], done)
+            pickled = _pickled(partial)   # what the actors wrote: Arrow files and JSON counts only
             break
         time.sleep(0.05)
     runner.join(600)
     assert killed is not None, "the run finished before an actor could be killed; give it more shards"
     assert killed[1] < 12, "the kill came after the last shard"
+    assert not pickled, pickled
     assert not failed, failed
     _same_dataset(tmp_path / "local", out)
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import MicrovarError
 from .dataset import format_of
-from .stats import codes, histogram, iter_rejects, number, phase_counts, rejects, stage_counts, volatility
+from .stats import codes, distinct, histogram, iter_rejects, number, phase_counts, rejects, stage_counts, volatility
 
 ARROW_FILES = [{"split": "train", "path": "data-*.arrow"}]            # a save_to_disk directory
 PARQUET_FILES = [{"split": "train", "path": "data/train-*.parquet"}]  # the folder push uploads
@@ -183,6 +183,8 @@ class _Data:
     num_bytes: int
     download_size: int
     _read: object = None                    # name -> pyarrow ChunkedArray
+    cache: bool = True                      # keep columns read (False: read again, memory stays flat)
+    _take: object = None                    # (name, rows) -> values, without reading the column
     _columns: dict = field(default_factory=dict)
 
     @classmethod
@@ -206,10 +208,15 @@ class _Data:
     @classmethod
     def _from_disk(cls, directory: Path) -> _Data:
         ds = load_saved(directory)
-        table = ds.with_format("arrow")[:]
-        size = sum(Path(f["filename"]).stat().st_size for f in ds.cache_files)
-        return cls(directory, ARROW_FILES, ds.features, ds.num_rows, table.nbytes, size,
-                   lambda name: table.column(name))
+        files = [Path(f["filename"]) for f in ds.cache_files]
+        size = sum(f.stat().st_size for f in files)
+        if not files:
+            table = ds.with_format("arrow")[:]
+            return cls(directory, ARROW_FILES, ds.features, ds.num_rows, table.nbytes, size,
+                       lambda name: table.column(name))
+        return cls(directory, ARROW_FILES, ds.features, ds.num_rows, ds.data.nbytes, size,
+                   lambda name: _read_column(files, name), cache=False,
+                   _take=lambda name, rows: _take_rows(files, name, rows))
 
     @classmethod
     def _from_parquet(cls, directory: Path, data_files: list[dict], files: list[Path]) -> _Data:
@@ -233,18 +240,67 @@ class _Data:
         return list(self.features)
 
     def column(self, name: str):
+        if not self.cache:
+            return self._read(name)
         if name not in self._columns:
             self._columns[name] = self._read(name)
         return self._columns[name]
 
     def distinct(self, name: str) -> int:
-        import pyarrow.compute as pc
+        return distinct(self, name)
 
-        return pc.count_distinct(self.column(name)).as_py() if name in self.column_names else 0
+    def take(self, name: str, rows: list[int]) -> list:
+        """The values of ``name`` at these rows (a few: the whole column is not read)."""
+        import pyarrow as pa
+
+        if self._take is None or self.cache:
+            return self.column(name).take(pa.array(rows, type=pa.int64())).to_pylist()
+        return self._take(name, rows)
 
     def head(self, n: int) -> list[dict]:
-        cols = {c: self.column(c).slice(0, n).to_pylist() for c in self.column_names}
+        first = list(range(min(n, self.num_rows)))
+        cols = {c: self.take(c, first) for c in self.column_names}
         return [{c: cols[c][i] for c in cols} for i in range(min(n, self.num_rows))]
+
+
+def _read_column(files: list[Path], name: str):
+    """One column of a ``save_to_disk`` dataset, copied out of its Arrow files through memory
+    maps whose pages are handed back after each file: the card's memory holds the columns it
+    is counting, not every page it has read."""
+    import mmap
+
+    import pyarrow as pa
+
+    chunks, kind = [], None
+    for f in files:
+        with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            table = pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
+            col = table.column(name)
+            kind = col.type
+            chunks.append(pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], type=col.type))
+            del table, col
+            mm.madvise(mmap.MADV_DONTNEED)
+    return pa.chunked_array([c for c in chunks if len(c)], type=kind)
+
+
+def _take_rows(files: list[Path], name: str, rows: list[int]) -> list:
+    """Values of one column at a few rows of a ``save_to_disk`` dataset, file by file."""
+    import mmap
+
+    import pyarrow as pa
+
+    out, start = {}, 0
+    for f in files:
+        with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            table = pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
+            here = [r for r in rows if start <= r < start + table.num_rows]
+            if here:
+                got = table.column(name).take(pa.array([r - start for r in here], type=pa.int64())).to_pylist()
+                out.update(zip(here, got))
+            start += table.num_rows
+            del table
+            mm.madvise(mmap.MADV_DONTNEED)
+    return [out[r] for r in rows]
 
 
 def load_saved(directory: Path):
@@ -424,12 +480,11 @@ def _seed_rows(data: _Data, fmt: str | None) -> dict | None:
     rows = np.bincount(seed, minlength=len(names))
     texts: dict = {}
     if column in data.features and "parent_id" in data.features:
-        values = data.column(column)
         root = np.flatnonzero(~np.asarray(pc.fill_null(pc.greater(pc.utf8_length(data.column("parent_id")), 0),
                                                        False).to_numpy(zero_copy_only=False), dtype=bool))
         found, first = np.unique(seed[root], return_index=True)     # each seed's first root row
-        for i in sorted(root[first].tolist())[:SHOW_SEEDS]:
-            value = values[i].as_py()
+        shown_rows = sorted(root[first].tolist())[:SHOW_SEEDS]
+        for i, value in zip(shown_rows, data.take(column, shown_rows)):
             texts[names[seed[i]]] = value[-1]["content"] if column == "messages" and value else value
     shown = names[:SHOW_SEEDS]
     return {"rows": [{"id": k, "rows": int(rows[i]), "text": texts.get(k, "")} for i, k in enumerate(shown)],

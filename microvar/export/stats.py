@@ -56,7 +56,45 @@ def codes(table, name: str) -> tuple[list, np.ndarray]:
 
 def first_rows(table, name: str) -> np.ndarray:
     """The index of the first row of each distinct value of ``name``."""
-    return np.unique(codes(table, name)[1], return_index=True)[1]
+    return np.unique(keys(table, name), return_index=True)[1]
+
+
+def distinct(table, name: str) -> int:
+    """How many distinct values ``name`` holds (0 without the column)."""
+    return len(np.unique(keys(table, name))) if name in table.column_names else 0
+
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+
+
+def keys(table, name: str) -> np.ndarray:
+    """Each row's value of ``name`` as an integer, equal where the values are equal. microvar's
+    ids (16 hex digits) are read as the 64-bit numbers they spell: 8 bytes a row, however many
+    distinct ids there are; any other column falls back to ``codes``."""
+    import pyarrow as pa
+
+    if name not in table.column_names:
+        return np.zeros(0, dtype=np.uint64)
+    col = table.column(name)
+    parts = []
+    for chunk in getattr(col, "chunks", [col]):
+        if not pa.types.is_string(chunk.type) or chunk.null_count:
+            return codes(table, name)[1]
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+        if len(chunk) and not (np.all(np.diff(offsets) == 16)):
+            return codes(table, name)[1]
+        raw = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]] if len(chunk) else \
+            np.zeros(0, dtype=np.uint8)
+        digits = _HEX[raw].reshape(-1, 16)
+        if (digits == 255).any():
+            return codes(table, name)[1]
+        value = np.zeros(len(digits), dtype=np.uint64)
+        for k in range(16):
+            value = (value << np.uint64(4)) | digits[:, k].astype(np.uint64)
+        parts.append(value)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
 
 def stage_counts(table, manifest: dict) -> list[StageCount]:

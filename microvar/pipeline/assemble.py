@@ -108,10 +108,11 @@ class ShardRows:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def release(self) -> None:
+    def release(self, k: int | None = None) -> None:
+        """Hand back the pages of shard ``k``'s map (default: every shard's)."""
         import mmap
 
-        for mm in self.maps:
+        for mm in self.maps if k is None else (self.maps[k],):
             mm.madvise(mmap.MADV_DONTNEED)   # clean file pages: dropped from RSS, still in the page cache
 
     def column(self, name: str) -> np.ndarray:
@@ -130,7 +131,8 @@ class ShardRows:
         parts, where = [], []
         for k in np.unique(shard_of):
             sel = np.flatnonzero(shard_of == k)
-            parts.append(self.tables[k].take(pa.array(rows[sel] - self.offsets[k])))
+            parts.append(self.tables[k].take(pa.array(rows[sel] - self.offsets[k])))   # copies the rows out
+            self.release(k)
             where.append(sel)
         got = pa.concat_tables(parts).to_pylist() if parts else []
         out: list = [None] * len(rows)

@@ -17,6 +17,9 @@ from .options import HOLDOUT_FILE
 _SUMMED = ("seconds", "texts", "computed_tokens", "total_tokens")
 
 
+
+SHOW_GAPS = 20     # gap lines in the summary; all of them are in manifest.json
+
 @dataclass
 class Summary:
     seeds: int = 0
@@ -140,7 +143,7 @@ class Summary:
         if self.held_out:
             out.append(f"held out: {self.held_out} variants of {self.held_out_seeds} seeds, not in the curriculum "
                        f"({HOLDOUT_FILE}, for microvar evaluate)")
-        out.extend(self.curriculum_lines())
+        out.extend(self.curriculum_lines(SHOW_GAPS))
         return out
 
     def curriculum_lines(self, show_gaps: int | None = None) -> list[str]:
