@@ -47,6 +47,7 @@ from .rows import Change, Rows, Seq, alignment, common_prefix, plan_group, store
 
 RIPPLE_WINDOW = 32   # tokens past the last change; chosen from the measured decay (README, Volatility)
 KL_ROWS = 128        # rows per block in the KL: three [rows, vocab] temporaries
+PAST_SHARE = 4       # a batch's past positions count a quarter of a computed position
 
 
 @dataclass
@@ -186,9 +187,12 @@ class Scorer:
         for gi, it, base, p, start, end in jobs:
             if end <= start:  # every row is its base's (a cut, or the seed itself)
                 self._finish(st, gi, it, Seq(base, it.ids, p, None, start))
-        work = sorted((j for j in jobs if j[5] > j[4]), key=lambda j: (j[5] - j[4], j[4]))
+        # a row costs its suffix and a share of its past: the batch's copied cache is rows x
+        # longest past, and short windowed suffixes over long pasts would make it gigabytes
+        cost = lambda j: j[5] - j[4] + j[4] // PAST_SHARE  # noqa: E731
+        work = sorted((j for j in jobs if j[5] > j[4]), key=lambda j: (cost(j), j[4]))
         overhead = max(16, self.batch_tokens // 16)
-        for batch in _batches(work, lambda j: j[5] - j[4], self.batch_tokens, self.max_rows, overhead):
+        for batch in _batches(work, cost, self.batch_tokens, self.max_rows, overhead):
             keep = [bool(st.children[j[0]].get(j[1].key)) for j in batch]
             logps, hidden, layers = self._forward_suffixes(batch, keep)
             for b, (gi, it, base, p, start, end) in enumerate(batch):
