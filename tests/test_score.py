@@ -194,3 +194,24 @@ def test_batches_cover_in_order_under_the_budget():
         batch.append(x)
     greedy += len(batch) * batch[-1]
     assert padded + 64 * len(batches) <= greedy + 64 * count
+
+
+def test_max_memory_sizes_the_window(tiny):
+    """A kept-row budget closes windows early: the same metrics, fewer rows kept at once."""
+    from microvar.errors import MicrovarError
+
+    groups = make_groups(random.Random(7))
+    free = Scorer(tiny, CTX, ripple_window=3)
+    tight = Scorer(tiny, CTX, ripple_window=3)
+    tight.max_rows_kept = 40
+    a = {g.key: m for g, m in free.score(groups)}
+    b = {g.key: m for g, m in tight.score(groups)}
+    for g in groups:
+        for key, m in a[g.key].items():
+            for k in ("ripple_kl", "seed_ripple_kl", "nll", "surprisal"):
+                assert b[g.key][key][k] == pytest.approx(m[k], abs=1e-5)
+    assert tight.kept_rows_peak < free.kept_rows_peak
+    big = Scorer(tiny, CTX, max_memory=8 * 2**30)
+    assert big.max_rows_kept > 1000
+    with pytest.raises(MicrovarError, match="--max-memory"):
+        Scorer(tiny, CTX, max_memory=2**20)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ..dsl.recipe import PAIR_METRICS
+from ..errors import MicrovarError
 from .forward import (  # noqa: F401  (re-exported: other commands import them from here)
     REFERENCE_VOCAB,
     _batches,
@@ -48,6 +49,7 @@ from .rows import Change, Rows, Seq, alignment, common_prefix, plan_group, store
 RIPPLE_WINDOW = 32   # tokens past the last change; chosen from the measured decay (README, Volatility)
 KL_ROWS = 128        # rows per block in the KL: three [rows, vocab] temporaries
 PAST_SHARE = 4       # a batch's past positions count a quarter of a computed position
+RUNTIME_BYTES = 600 * 2**20   # torch, tokenizer, Python objects: measured RSS before the first forward, rounded up
 
 
 @dataclass
@@ -100,11 +102,14 @@ class Scorer:
     ``ripple_window``: tokens past a variant's last change that its metrics cover (0: all).
     ``ref_dtype``: precision of the full rows kept for later comparisons (float32: exact;
     float16 halves their memory, see the README for the error).
-    ``window_tokens``: seed and variant tokens scored together (default 4 x batch tokens)."""
+    ``window_tokens``: seed and variant tokens scored together (default 4 x batch tokens).
+    ``max_memory``: bytes the run may take; the window then also closes before its planned
+    kept rows pass what is left (``memory_plan``)."""
 
     def __init__(self, model, context_id: int, *, batch_tokens: int = 2048, drift: bool = False,
                  drift_threshold: float = 0.1, window_tokens: int | None = None, max_rows: int = 256,
-                 ripple_window: int = RIPPLE_WINDOW, ref_dtype: torch.dtype = torch.float32) -> None:
+                 ripple_window: int = RIPPLE_WINDOW, ref_dtype: torch.dtype = torch.float32,
+                 max_memory: float | None = None) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.ctx = context_id
@@ -121,30 +126,61 @@ class Scorer:
         self.attended = 0          # sum over computed positions of the keys each attends to
         self.kept_rows = 0         # full rows kept for later comparisons, now
         self.kept_rows_peak = 0    # ... at most
+        self.max_rows_kept: int | None = None   # full rows a window's plans may keep (set by max_memory)
         self._split = _split_model(model)
+        if max_memory:
+            self.memory_plan(max_memory)
         self._cache_arg = cache_kwarg(self._split[0] if self._split else model)
 
     # ------------------------------------------------------------ public
 
     def score(self, groups: Iterable[Group]) -> Iterator[tuple[Group, dict]]:
-        """Yield (group, {key: metrics}) in input order, a window of groups at a time."""
+        """Yield (group, {key: metrics}) in input order, a window of groups at a time: until
+        ``window_tokens``, or until the rows the window's plans keep reach ``max_rows_kept``."""
         window: list[Group] = []
-        size = 0
+        plans: list = []
+        size = rows = 0
         for g in groups:
+            plan = plan_group(g.seed_ids, g.items, self.ripple_window, self.drift)
+            planned = len(plan[1]) + sum(len(pl.need) for pl in plan[0].values())   # at most, at once
+            if window and self.max_rows_kept is not None and rows + planned > self.max_rows_kept:
+                yield from self._score_window(window, plans)
+                window, plans, size, rows = [], [], 0, 0
             window.append(g)
+            plans.append(plan)
             size += len(g.seed_ids) + 1 + sum(len(i.ids) for i in g.items) // 4
+            rows += planned
             if size >= self.window_tokens:
-                yield from self._score_window(window)
-                window, size = [], 0
+                yield from self._score_window(window, plans)
+                window, plans, size, rows = [], [], 0, 0
         if window:
-            yield from self._score_window(window)
+            yield from self._score_window(window, plans)
+
+    def memory_plan(self, max_memory: float) -> int:
+        """Size the window for ``max_memory`` bytes in all: what is left after the weights, one
+        batch's log-probabilities, its copied past (twice: the cache and attention's copy) and
+        a runtime allowance, in full rows kept for later comparisons. Sets and returns it."""
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        c = self.model.config
+        heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        kv = c.num_hidden_layers * 2 * heads * head_dim * 4          # bytes per cached position
+        batch = self.batch_tokens * vocab * 4 + 2 * PAST_SHARE * self.batch_tokens * kv
+        fixed = weights + batch + RUNTIME_BYTES
+        row = vocab * torch.empty((), dtype=self.ref_dtype).element_size() + kv
+        if max_memory <= fixed + 64 * row:
+            raise MicrovarError(f"--max-memory {max_memory / 2**30:.2f} GB is less than the model and one batch need "
+                             f"({fixed / 2**30:.2f} GB with --batch-tokens {self.batch_tokens}): give more, or "
+                             "lower --batch-tokens")
+        self.max_rows_kept = int((max_memory - fixed) // row)
+        return self.max_rows_kept
 
     # ------------------------------------------------------------ window
 
     @torch.inference_mode()
-    def _score_window(self, window: list[Group]):
-        W = self.ripple_window
-        st = _Window(window, [plan_group(g.seed_ids, g.items, W, self.drift) for g in window])
+    def _score_window(self, window: list[Group], plans: list):
+        st = _Window(window, plans)
         st.seeds = self._seeds(window, st)
         depth: list[dict] = [{} for _ in window]
         for gi, g in enumerate(window):
