@@ -214,57 +214,61 @@ class Scorer:
         return seeds
 
     def _run_level(self, st: _Window, todo) -> None:
-        jobs = []  # (gi, item, base, p, start, end): input positions start..end-1 to compute
+        # (gi, item, p, start, end): input positions start..end-1 to compute. Bases are looked
+        # up when a batch runs, so that nothing here holds a parent already let go
+        jobs = []
         for gi, it in todo:
             pl = st.plans[gi][0][it.key]
-            base = st.seeds[gi] if pl.base is None else st.seqs[gi][pl.base]
             self.total_tokens += len(it.ids) + (1 if self.drift else 0)
-            jobs.append((gi, it, base, pl.p, pl.p + 1, pl.end))
-        for gi, it, base, p, start, end in jobs:
+            jobs.append((gi, it, pl.p, pl.p + 1, pl.end))
+        for gi, it, p, start, end in jobs:
             if end <= start:  # every row is its base's (a cut, or the seed itself)
-                self._finish(st, gi, it, Seq(base, it.ids, p, None, start))
+                self._finish(st, gi, it, Seq(st.base(gi, it), it.ids, p, None, start))
         # a row costs its suffix and a share of its past: the batch's copied cache is rows x
         # longest past, and short windowed suffixes over long pasts would make it gigabytes
-        cost = lambda j: j[5] - j[4] + j[4] // PAST_SHARE  # noqa: E731
-        work = sorted((j for j in jobs if j[5] > j[4]), key=lambda j: (cost(j), j[4]))
+        cost = lambda j: j[4] - j[3] + j[3] // PAST_SHARE  # noqa: E731
+        work = sorted((j for j in jobs if j[4] > j[3]), key=lambda j: (cost(j), j[3]))
+        del jobs
         overhead = max(16, self.batch_tokens // 16)
         for batch in _batches(work, cost, self.batch_tokens, self.max_rows, overhead):
             keep = [bool(st.children[j[0]].get(j[1].key)) for j in batch]
-            logps, hidden, layers = self._forward_suffixes(batch, keep)
-            for b, (gi, it, base, p, start, end) in enumerate(batch):
+            bases = [st.base(j[0], j[1]) for j in batch]
+            logps, hidden, layers = self._forward_suffixes(batch, bases, keep)
+            for b, (gi, it, p, start, end) in enumerate(batch):
                 n = end - start
                 h = hidden[b, :, :n].float().clone() if hidden is not None else None
                 own = Rows(logps[b], logps[b].argmax(-1), hidden=h, kv=layers[b] if keep[b] else None)
-                self._finish(st, gi, it, Seq(base, it.ids, p, own, end, fresh=logps[b]))
-            del logps, hidden, layers
+                self._finish(st, gi, it, Seq(bases[b], it.ids, p, own, end, fresh=logps[b]))
+            del logps, hidden, layers, bases
 
-    def _forward_suffixes(self, batch, keep):
+    def _forward_suffixes(self, batch, bases, keep):
         """Right-padded suffixes over their bases' caches, each row masked to its own prefix."""
         from transformers import DynamicCache
 
         B = len(batch)
-        S = max(j[5] - j[4] for j in batch)
-        P = max(j[4] for j in batch)
+        S = max(j[4] - j[3] for j in batch)
+        P = max(j[3] for j in batch)
         ids = torch.zeros(B, S, dtype=torch.long)
         pos = torch.zeros(B, S, dtype=torch.long)
         mask = torch.zeros(B, P + S, dtype=torch.long)
-        for b, (_, it, _, _, start, end) in enumerate(batch):
+        for b, (_, it, _, start, end) in enumerate(batch):
             x = [self.ctx] + it.ids
             ids[b, :end - start] = torch.tensor(x[start:end])
             pos[b] = torch.arange(start, start + S)
             mask[b, :start] = 1
             mask[b, P:P + end - start] = 1
         cache = []
-        kv0 = stored_kv(batch[0][2])
+        kv0 = stored_kv(bases[0])
         k0, v0 = kv0[0]
         for layer in range(len(kv0)):
             K = k0.new_zeros(B, k0.shape[0], P, k0.shape[2])
             V = v0.new_zeros(B, v0.shape[0], P, v0.shape[2])
             for b, j in enumerate(batch):
-                j[2].fill_kv(layer, K, V, b, j[4])
+                bases[b].fill_kv(layer, K, V, b, j[3])
             cache.append((K, V))
-        lengths = [j[5] - j[4] for j in batch]
+        lengths = [j[4] - j[3] for j in batch]
         logps, hidden, layers = self._forward(ids, mask, pos, DynamicCache(cache), lengths)
+        del cache
         own_kv = [[(k[b, :, P:P + lengths[b]].clone(), v[b, :, P:P + lengths[b]].clone()) for k, v in layers]
                   if keep[b] else None for b in range(B)]
         return logps, hidden, own_kv
@@ -385,11 +389,15 @@ class _Window:
         self.seqs: list[dict] = [{} for _ in window]         # texts that are someone's parent, until measured
         self.results: list[dict] = [{} for _ in window]
         self.left = [len(g.items) for g in window]
-        self.children: list[dict] = [{} for _ in window]
+        self.children: list[dict] = [{} for _ in window]   # children not yet measured, per parent
         for gi, g in enumerate(window):
             for it in g.items:
                 if it.parent is not None:
                     self.children[gi][it.parent] = self.children[gi].get(it.parent, 0) + 1
+
+    def base(self, gi: int, it: Item) -> Seq:
+        key = self.plans[gi][0][it.key].base
+        return self.seeds[gi] if key is None else self.seqs[gi][key]
 
 
 def _kl(ref: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
