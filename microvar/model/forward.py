@@ -1,6 +1,7 @@
 """The batched forward under a token budget, shared by every command that runs the reference
 model: batch cutting, padding, the cache argument's name, a head on real positions only, and
-an in-place log-softmax. Device-agnostic: tensors go to the model's device."""
+an in-place log-softmax, and the context token every text is scored behind.
+Device-agnostic: tensors go to the model's device."""
 
 from __future__ import annotations
 
@@ -97,3 +98,27 @@ def _batches(items: list, cost, budget: int, max_rows: int, overhead: int = 0):
         i = cut[i]
     for lo, hi in reversed(bounds):
         yield items[lo:hi]
+
+
+def context_token(tokenizer) -> int:
+    """The token every text is scored behind: what the model saw at the start of its
+    training documents. A tokenizer that adds BOS itself (Gemma 3, Llama) says so: BOS.
+    Otherwise the document boundary when the vocabulary has one (SmolLM2's
+    ``<|endoftext|>``; its BOS is a chat marker), else BOS, else EOS."""
+    bos = tokenizer.bos_token_id
+    if bos is not None and adds_bos(tokenizer):
+        return bos
+    vocab = tokenizer.get_vocab()
+    for name in ("<|endoftext|>", "</s>", "<eos>"):
+        if name in vocab:
+            return vocab[name]
+    for tid in (bos, tokenizer.eos_token_id):
+        if tid is not None:
+            return tid
+    return 0
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether encoding with special tokens puts BOS first (the tokenizer's own template)."""
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id

@@ -39,7 +39,9 @@ from .forward import (  # noqa: F401  (re-exported: other commands import them f
     _batches,
     _kv_layers,
     _split_model,
+    adds_bos,
     cache_kwarg,
+    context_token,
     default_batch_tokens,
     log_softmax_in_place,
     pad_batch,
@@ -68,32 +70,6 @@ class Group:
     seed_ids: list[int]
     items: list[Item]
     payload: object = None  # carried through untouched, for the caller
-
-
-def context_token(tokenizer) -> int:
-    """The token every text is scored behind: what the model saw at the start of its
-    training documents. A tokenizer that adds BOS itself (Gemma 3, Llama) says so: BOS.
-    Otherwise the document boundary when the vocabulary has one (SmolLM2's
-    ``<|endoftext|>``; its BOS is a chat marker), else BOS, else EOS."""
-    bos = tokenizer.bos_token_id
-    if bos is not None and adds_bos(tokenizer):
-        return bos
-    vocab = tokenizer.get_vocab()
-    for name in ("<|endoftext|>", "</s>", "<eos>"):
-        if name in vocab:
-            return vocab[name]
-    for tid in (bos, tokenizer.eos_token_id):
-        if tid is not None:
-            return tid
-    return 0
-
-
-def adds_bos(tokenizer) -> bool:
-    """Whether encoding with special tokens puts BOS first (the tokenizer's own template)."""
-    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return bool(ids) and ids[0] == tokenizer.bos_token_id
-
-
 
 
 class Scorer:
