@@ -125,7 +125,7 @@ def main(verbose: bool) -> None:
 @click.option("--ripple-window", type=click.IntRange(min=0), default=32, show_default=True, metavar="W",
               help="Measure a variant W tokens past its last change (0: to the end of the text).")
 @click.option("--max-memory", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GB",
-              help="Size the scoring window so the run stays under GB (default: 4 x batch tokens a window).")
+              help="Size the scoring window so the run stays under GB (default: 2 x batch tokens a window).")
 @click.option("--variants", type=click.IntRange(min=1), default=None, help="Cap on variants per seed (default: the recipe's, 64).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same inputs and seed give the same dataset.")
 @click.option("--skip-invalid", is_flag=True, help="Send bad seed lines to rejects.jsonl instead of stopping.")

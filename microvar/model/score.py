@@ -50,7 +50,7 @@ from .rows import Change, Rows, Seq, alignment, common_prefix, plan_group, store
 
 RIPPLE_WINDOW = 32   # tokens past the last change; chosen from the measured decay (README, Volatility)
 KL_ROWS = 128        # rows per block in the KL: three [rows, vocab] temporaries
-PAST_SHARE = 4       # a batch's past positions count a quarter of a computed position
+PAST_SHARE = 2       # a batch's past positions count half a computed position
 RUNTIME_BYTES = 600 * 2**20   # torch, tokenizer, Python objects: measured RSS before the first forward, rounded up
 
 
@@ -78,7 +78,7 @@ class Scorer:
     ``ripple_window``: tokens past a variant's last change that its metrics cover (0: all).
     ``ref_dtype``: precision of the full rows kept for later comparisons (float32: exact;
     float16 halves their memory, see the README for the error).
-    ``window_tokens``: seed and variant tokens scored together (default 4 x batch tokens).
+    ``window_tokens``: seed and variant tokens scored together (default 2 x batch tokens).
     ``max_memory``: bytes the run may take; the window then also closes before its planned
     kept rows pass what is left (``memory_plan``)."""
 
@@ -92,7 +92,7 @@ class Scorer:
         self.batch_tokens = batch_tokens
         self.drift = drift
         self.threshold = drift_threshold
-        self.window_tokens = window_tokens or 4 * batch_tokens
+        self.window_tokens = window_tokens or 2 * batch_tokens   # 4x kept twice the rows for no measured speed
         self.max_rows = max_rows
         self.ripple_window = ripple_window
         self.ref_dtype = ref_dtype

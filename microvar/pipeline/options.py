@@ -34,7 +34,7 @@ class Options:
     drift: bool = False
     drift_threshold: float = 0.1
     ripple_window: int = 32            # tokens past a variant's last change its metrics cover (0: all); score.RIPPLE_WINDOW
-    max_memory: float | None = None    # GB: sizes the scoring window (None: 4 x batch tokens)
+    max_memory: float | None = None    # GB: sizes the scoring window (None: 2 x batch tokens)
     budget: tuple[Limit, ...] = ()     # command-line limits over the recipes' budgets
     format: str = "text"               # text, prompt-completion or messages (TRL's dataset formats)
     prompt_from: str = "parent"        # the prompt of a pair: the variant's parent, or its seed
