@@ -92,7 +92,7 @@ class Scorer:
         self.batch_tokens = batch_tokens
         self.drift = drift
         self.threshold = drift_threshold
-        self.window_tokens = window_tokens or 2 * batch_tokens   # 4x kept twice the rows for no measured speed
+        self.window_tokens = window_tokens or 2 * batch_tokens   # half of 4x: half the rows kept at once
         self.max_rows = max_rows
         self.ripple_window = ripple_window
         self.ref_dtype = ref_dtype
