@@ -17,7 +17,14 @@ Baseline rates may be measured on a random sample of the texts (--padded-sample,
 Also printed: the bound on prefix sharing (all positions / positions that must be computed
 once prefixes are reused), achieved FLOP/s on the positions microvar computed as a
 fraction of a matmul peak measured in this run, and peak RSS of a child process scoring N
-and 10xN long seeds. The last line is JSON for the long mix."""
+and 10xN long seeds.
+
+The ripple window (--ripple-window, default the scorer's): after the timed runs, the same
+texts (all of the examples, --diff-seeds seeds of the long mix) are scored again with the
+whole remainder (window 0), and the bench prints, per metric, the p50 and p99 of the
+absolute difference, and how many keep/reject decisions change under the example recipe's
+budget and the default recipe's. peak_rss_mb is this process's peak before those extra runs:
+the benchmark with the given settings. The last line is JSON for the long mix."""
 
 from __future__ import annotations
 
@@ -35,11 +42,11 @@ from pathlib import Path
 
 import torch
 
-from microvar.dsl.recipe import load_recipe
+from microvar.dsl.recipe import METRICS, load_recipe
 from microvar.expand.expander import Expander
 from microvar.expand.seeds import Seed, read_seeds
 from microvar.model.load import load_model, load_tokenizer, pick_device
-from microvar.model.score import Group, Item, Scorer, context_token
+from microvar.model.score import RIPPLE_WINDOW, Group, Item, Scorer, context_token
 from microvar.pipeline.inputs import choose_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,13 +112,68 @@ def _group(result) -> Group:
 # ---------------------------------------------------------------- methods
 
 
-def run_microvar(model, ctx, groups, batch_tokens) -> tuple[float, Scorer]:
-    scorer = Scorer(model, ctx, batch_tokens=batch_tokens)
+def run_microvar(model, ctx, groups, batch_tokens, window: int = RIPPLE_WINDOW,
+                 ref_dtype=torch.float32) -> tuple[float, Scorer, dict]:
+    scorer = Scorer(model, ctx, batch_tokens=batch_tokens, ripple_window=window, ref_dtype=ref_dtype)
     start = time.perf_counter()
-    n = sum(len(m) for _, m in scorer.score(groups))
+    metrics = {g.key: m for g, m in scorer.score(groups)}
     dt = time.perf_counter() - start
-    assert n == sum(len(g.items) for g in groups)
-    return dt, scorer
+    assert sum(len(m) for m in metrics.values()) == sum(len(g.items) for g in groups)
+    return dt, scorer, metrics
+
+
+# ---------------------------------------------------------------- window vs whole remainder
+
+
+def decisions(groups, metrics, limits) -> dict:
+    """(seed, variant) -> kept, under ``limits`` as ``apply_budget`` applies them (a child of
+    a removed parent is removed; the root never is)."""
+    out = {}
+    for g in groups:
+        m = metrics[g.key]
+        root = next((it for it in g.items if it.parent is None), None)
+        seed_nll = m[root.key]["nll"] if root is not None else None
+        for it in g.items:
+            if it.parent is None:
+                out[(g.key, it.key)] = True
+            elif not out[(g.key, it.parent)]:
+                out[(g.key, it.key)] = False
+            else:
+                out[(g.key, it.key)] = not any(x.violated(m[it.key][x.metric], seed_nll) for x in limits)
+    return out
+
+
+def window_cost(model, ctx, groups, batch_tokens, windowed: dict) -> dict:
+    """Per metric p50/p99 of |windowed - whole remainder|, and the keep/reject decisions that change."""
+    _, _, full = run_microvar(model, ctx, groups, batch_tokens, 0)
+    diffs = {k: [] for k in METRICS}
+    for g in groups:
+        for key, m in full[g.key].items():
+            for k in METRICS:
+                diffs[k].append(abs(windowed[g.key][key][k] - m[k]))
+    out = {"metrics": {}}
+    for k, xs in diffs.items():
+        xs.sort()
+        out["metrics"][k] = {"p50": xs[len(xs) // 2], "p99": xs[min(len(xs) - 1, int(0.99 * len(xs)))],
+                             "max": xs[-1]}
+    for name, recipe in (("example", load_recipe(str(ROOT / "data" / "example.recipe"))),
+                         ("default", load_recipe("default"))):
+        a, b = decisions(groups, windowed, recipe.budget), decisions(groups, full, recipe.budget)
+        out[f"decisions_changed_{name}"] = sum(a[k] != b[k] for k in a)
+        out[f"decisions_{name}"] = len(a)
+        out[f"budget_{name}"] = ", ".join(str(x) for x in recipe.budget)
+    out["texts"] = sum(len(g.items) for g in groups)
+    return out
+
+
+def print_window_cost(mix: str, window: int, cost: dict) -> None:
+    print(f"\n[{mix}] ripple window {window} against the whole remainder, {cost['texts']} texts "
+          f"(|difference| p50 / p99 / max):")
+    for k, d in cost["metrics"].items():
+        print(f"  {k:<18} {d['p50']:9.5f} {d['p99']:9.5f} {d['max']:9.5f}")
+    for name in ("example", "default"):
+        print(f"  keep/reject decisions changed under the {name} recipe's budget ({cost[f'budget_{name}']}): "
+              f"{cost[f'decisions_changed_{name}']} of {cost[f'decisions_{name}']}")
 
 
 @torch.inference_mode()
@@ -188,7 +250,8 @@ def achieved_flops(model, scorer, seconds) -> float:
 # ---------------------------------------------------------------- RSS child
 
 
-def rss_child(n_seeds: int, cap: int, device: str, batch_tokens: int) -> None:
+def rss_child(n_seeds: int, cap: int, device: str, batch_tokens: int, window: int = RIPPLE_WINDOW,
+              ref_dtype=torch.float32) -> None:
     tk, ref = load_tokenizer()
     lm = load_model(ref, device)
     rng = random.Random(1)
@@ -200,7 +263,8 @@ def rss_child(n_seeds: int, cap: int, device: str, batch_tokens: int) -> None:
             text = long_texts(tk, rng, 1)[0]
             yield _group(expander.expand(Seed(f"long{k}", text, None), recipe))
 
-    scorer = Scorer(lm.model, context_token(tk.hf), batch_tokens=batch_tokens)
+    scorer = Scorer(lm.model, context_token(tk.hf), batch_tokens=batch_tokens, ripple_window=window,
+                    ref_dtype=ref_dtype)
     count = sum(len(m) for _, m in scorer.score(stream()))
     print(json.dumps({"seeds": n_seeds, "scored": count, "peak_rss_mb": peak_rss_mb()}))
 
@@ -217,11 +281,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_rss(n: int, cap: int, device: str, batch_tokens: int) -> dict:
+def measure_rss(n: int, cap: int, device: str, batch_tokens: int, extra: list[str]) -> dict:
     out = {}
     for k in (n, 10 * n):
         res = subprocess.run([sys.executable, __file__, "--rss-child", str(k), "--rss-cap", str(cap),
-                              "--device", device, "--batch-tokens", str(batch_tokens)],
+                              "--device", device, "--batch-tokens", str(batch_tokens)] + extra,
                              capture_output=True, text=True, check=True)
         out[k] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
@@ -243,12 +307,18 @@ def main() -> None:
     ap.add_argument("--rss-cap", type=int, default=2, help="variants per seed in the RSS runs")
     ap.add_argument("--mix", choices=["both", "examples", "long", "none"], default="both",
                     help="none: only the RSS runs")
+    ap.add_argument("--ripple-window", type=int, default=RIPPLE_WINDOW, help="tokens past the last change (0: all)")
+    ap.add_argument("--ref-dtype", choices=["float32", "float16"], default="float32",
+                    help="precision of the rows kept for later comparisons")
+    ap.add_argument("--diff-seeds", type=int, default=6,
+                    help="long-mix seeds scored again with window 0 for the differences (0: skip; the examples: all)")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     device = pick_device(args.device)
     batch_tokens = args.batch_tokens or (16384 if device == "cuda" else 2048)
+    ref_dtype = getattr(torch, args.ref_dtype)
     if args.rss_child is not None:
-        rss_child(args.rss_child, args.rss_cap, device, batch_tokens)
+        rss_child(args.rss_child, args.rss_cap, device, batch_tokens, args.ripple_window, ref_dtype)
         return
 
     tk, ref = load_tokenizer()
@@ -258,9 +328,10 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "") + f", dtype {lm.dtype}")
-    print(f"model: {lm.name}; batch tokens {batch_tokens}; matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"model: {lm.name}; batch tokens {batch_tokens}; matmul peak {peak / 1e9:.1f} GFLOP/s; "
+          f"ripple window {args.ripple_window}; kept rows in {args.ref_dtype}")
     rng = random.Random(0)
-    result = {}
+    result, later = {}, {}
     mixes = {"both": ["examples", "long"], "none": []}.get(args.mix, [args.mix])
     for mix in mixes:
         t0 = time.perf_counter()
@@ -269,7 +340,7 @@ def main() -> None:
         positions = sum(len(t) for t in texts)
         print(f"\n[{mix}] {len(groups)} seeds, {len(texts)} texts, {positions} positions "
               f"(mean {positions / len(texts):.0f} tokens); built in {time.perf_counter() - t0:.1f} s")
-        t_mv, scorer = run_microvar(model, ctx, groups, batch_tokens)
+        t_mv, scorer, metrics = run_microvar(model, ctx, groups, batch_tokens, args.ripple_window, ref_dtype)
         bound = scorer.total_tokens / scorer.computed_tokens
         mv_rate = positions / t_mv
         fraction = achieved_flops(model, scorer, t_mv) / peak
@@ -290,19 +361,38 @@ def main() -> None:
                        "sharing_bound": round(bound, 3), "sharing_efficiency": round(vs_padded / bound, 3),
                        "peak_fraction": round(fraction, 3), "tokens_per_s": round(mv_rate, 1),
                        "padded_tokens_per_s": round(pad_rate, 1), "loop_tokens_per_s": round(loop_rate, 1),
-                       "texts": len(texts), "positions": positions}
-        del groups, texts
+                       "texts": len(texts), "positions": positions, "kept_rows_peak": scorer.kept_rows_peak}
+        print(f"  full rows kept for later comparisons: at most {scorer.kept_rows_peak} at once")
+        sample = groups if mix == "examples" else groups[:args.diff_seeds]
+        if sample and args.ripple_window:
+            later[mix] = (sample, {g.key: metrics[g.key] for g in sample})
+        del groups, texts, metrics
+    peak_mb = peak_rss_mb()   # the benchmark with these settings, before the window-0 runs below
+    print(f"\npeak RSS of this run: {peak_mb:.0f} MB")
+    for mix, (sample, windowed) in later.items():
+        cost = window_cost(model, ctx, sample, batch_tokens, windowed)
+        print_window_cost(mix, args.ripple_window, cost)
+        result[mix]["window_cost"] = cost
+        result[mix]["metric_diff_p99"] = {k: round(d["p99"], 6) for k, d in cost["metrics"].items()}
+        result[mix]["decisions_changed"] = cost["decisions_changed_example"]
+        result[mix]["decisions_changed_default_budget"] = cost["decisions_changed_default"]
     rss_ratio = None
     if args.rss_seeds:
-        rss = measure_rss(args.rss_seeds, args.rss_cap, device, batch_tokens)
+        rss = measure_rss(args.rss_seeds, args.rss_cap, device, batch_tokens,
+                          ["--ripple-window", str(args.ripple_window), "--ref-dtype", args.ref_dtype])
         small, big = rss[args.rss_seeds], rss[10 * args.rss_seeds]
         rss_ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
         print(f"\npeak RSS: {small['peak_rss_mb']:.0f} MB for {small['seeds']} long seeds ({small['scored']} texts), "
               f"{big['peak_rss_mb']:.0f} MB for {big['seeds']} ({big['scored']} texts): ratio {rss_ratio:.2f}")
     last = dict(result.get("long", result.get("examples")) or {})
     last["rss_ratio_10x"] = round(rss_ratio, 3) if rss_ratio else None
+    last["ripple_window"] = args.ripple_window
+    last["peak_rss_mb"] = round(peak_mb, 1)
+    last.setdefault("metric_diff_p99", None)
+    last.setdefault("decisions_changed", None)
+    last.pop("window_cost", None)
     last["device"] = device
-    last["examples"] = result.get("examples")
+    last["examples"] = {k: v for k, v in (result.get("examples") or {}).items() if k != "window_cost"} or None
     print(json.dumps(last))
 
 

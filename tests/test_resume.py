@@ -68,6 +68,9 @@ def test_kill_9_then_resume_gives_the_same_dataset(tmp_path, many_seeds, model_d
     other = subprocess.run(_command(many_seeds, broken, model_dir, "--resume", "--seed", "5"),
                            capture_output=True, text=True)
     assert other.returncode == 2 and "cannot resume" in other.stderr and "--seed" in other.stderr
+    window = subprocess.run(_command(many_seeds, broken, model_dir, "--resume", "--ripple-window", "0"),
+                            capture_output=True, text=True)   # another window: other metrics
+    assert window.returncode == 2 and "--ripple-window" in window.stderr
 
     resumed = subprocess.run(_command(many_seeds, broken, model_dir, "--resume", quiet=False),
                              capture_output=True, text=True)

@@ -1,6 +1,7 @@
 """Batched, prefix-shared scoring equals plain one-at-a-time full forwards (fp32, tiny
 random Llama), for prefixes of 0, 1 and many shared tokens, mixed lengths, grandchildren,
-and batches that span several seeds."""
+and batches that span several seeds; with a ripple window, it equals the same windowed
+definition computed one text at a time from full forwards."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import random
 import pytest
 import torch
 
-from microvar.model.score import Group, Item, Scorer, alignment
+from microvar.model.score import Change, Group, Item, Scorer
 
 CTX = 0
 
@@ -32,13 +33,17 @@ def full_logp(model, ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(out.logits[0].double(), -1), torch.stack(out.hidden_states)[:, 0].double()
 
 
-def reference(model, ref: list[int], ids: list[int], threshold: float) -> dict:
-    """The metrics written out position by position, one text at a time."""
+def reference(model, ref: list[int], ids: list[int], threshold: float, window: int = 0,
+              seed: list[int] | None = None) -> dict:
+    """The metrics written out position by position, one text at a time: over the aligned
+    tokens of ``ids`` from the first change to ``window`` tokens past the last (0: all);
+    nll past the window against ``seed`` takes the seed's log-probability there."""
     la, ha = full_logp(model, ref)
     lb, hb = full_logp(model, ids)
-    f, new, blocks = alignment(ref, ids)
-    ri = [i0 + k for i0, _, n in blocks for k in range(n)]
-    ci = [j0 + k for _, j0, n in blocks for k in range(n)]
+    ch = Change.of(ref, ids)
+    new, e = ch.new, ch.end(window)
+    ri = [i0 + k for i0, j0, n in ch.blocks for k in range(n) if j0 + k < e]
+    ci = [j0 + k for _, j0, n in ch.blocks for k in range(n) if j0 + k < e]
     s = [-float(lb[j, ids[j]]) for j in new]
     kls, dns, agree, drifts = [], [], [], []
     for i, j in zip(ri, ci):
@@ -49,11 +54,16 @@ def reference(model, ref: list[int], ids: list[int], threshold: float) -> dict:
         drifts.append([float((hb[l, j + 1] - ha[l, i + 1]).norm() / ha[l, i + 1].norm()) for l in range(ha.shape[0])])
     mean = lambda xs, empty=0.0: sum(xs) / len(xs) if xs else empty
     curve = [mean([d[l] for d in drifts]) for l in range(ha.shape[0])]
+    seed = ref if seed is None else seed
+    ls = full_logp(model, seed)[0]
+    own = Change.of(seed, ids).end(window)
+    shift = len(seed) - len(ids)
+    nll = [-float(lb[k, t]) if k < own else -float(ls[k + shift, t]) for k, t in enumerate(ids)]
     return {"surprisal": mean(s), "surprisal_max": max(s, default=0.0), "ripple_kl": mean(kls),
             "ripple_kl_max": max(kls, default=0.0), "delta_nll": mean(dns), "top1": mean(agree, 1.0),
             "drift": curve,
             "drift_layer": next((k for k, x in enumerate(curve) if k and x > threshold), None),
-            "nll": mean([-float(lb[k, t]) for k, t in enumerate(ids)])}
+            "nll": mean(nll)}
 
 
 def make_groups(rng: random.Random) -> list[Group]:
@@ -81,15 +91,22 @@ def make_groups(rng: random.Random) -> list[Group]:
         items.append(Item("insert+end", kids["insert"] + [9], "insert"))
         deep = kids["insert"] + [9]
         items.append(Item("insert+end+late", deep[:-3] + [11] + deep[-3:], "insert+end"))  # depth 3
+        early = [3] + seed[1:]   # an early edit, then a late one on top (windows far apart)
+        items.append(Item("early", early, "root"))
+        items.append(Item("early+late", early[:-1] + [13], "early"))
+        items.append(Item("early+del", early[:-2] + early[-1:], "early"))
         groups.append(Group(g, seed, items))
     return groups
 
 
-@pytest.mark.parametrize("batch_tokens,drift", [(64, False), (4096, False), (96, True)])
-def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift):
+@pytest.mark.parametrize("batch_tokens,drift,window", [(64, False, 0), (4096, False, 0), (96, True, 0),
+                                                       (64, False, 3), (4096, False, 1), (96, True, 2),
+                                                       (4096, False, 8)])
+def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift, window):
     rng = random.Random(batch_tokens)
     groups = make_groups(rng)
-    scorer = Scorer(tiny, CTX, batch_tokens=batch_tokens, drift=drift, window_tokens=10**6 if batch_tokens > 100 else 50)
+    scorer = Scorer(tiny, CTX, batch_tokens=batch_tokens, drift=drift, window_tokens=10**6 if batch_tokens > 100 else 50,
+                    ripple_window=window)
     got = list(scorer.score(groups))
     assert [g.key for g, _ in got] == [g.key for g in groups]  # order kept across windows
     checked = 0
@@ -99,8 +116,8 @@ def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift):
         for it in g.items:
             m = metrics[it.key]
             parent = ids_of[it.parent] if it.parent else g.seed_ids
-            want = reference(tiny, parent, it.ids, scorer.threshold)
-            want_seed = reference(tiny, g.seed_ids, it.ids, scorer.threshold)
+            want = reference(tiny, parent, it.ids, scorer.threshold, window, g.seed_ids)
+            want_seed = reference(tiny, g.seed_ids, it.ids, scorer.threshold, window)
             for k in ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1", "nll"):
                 assert m[k] == pytest.approx(want[k], abs=1e-4), (g.key, it.key, k)
             for k in ("surprisal", "ripple_kl", "ripple_kl_max", "delta_nll", "top1"):
@@ -111,6 +128,7 @@ def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift):
             checked += 1
     assert checked == sum(len(g.items) for g in groups)
     assert scorer.computed_tokens < scorer.total_tokens + sum(len(g.seed_ids) + 1 for g in groups)
+    assert scorer.kept_rows == 0   # every kept row released once its readers were measured
 
 
 def test_metrics_are_not_trivial(tiny):
@@ -142,9 +160,9 @@ def test_memory_is_released_between_windows(tiny):
     refs = []
     orig = Scorer._seeds
 
-    def spy(self, window):
-        states = orig(self, window)
-        refs.extend(weakref.ref(s.own.logp) for s in states if s is not None)
+    def spy(self, window, st):
+        states = orig(self, window, st)
+        refs.extend(weakref.ref(s) for s in states if s is not None)
         return states
 
     Scorer._seeds = spy
@@ -176,3 +194,24 @@ def test_batches_cover_in_order_under_the_budget():
         batch.append(x)
     greedy += len(batch) * batch[-1]
     assert padded + 64 * len(batches) <= greedy + 64 * count
+
+
+def test_max_memory_sizes_the_window(tiny):
+    """A kept-row budget closes windows early: the same metrics, fewer rows kept at once."""
+    from microvar.errors import MicrovarError
+
+    groups = make_groups(random.Random(7))
+    free = Scorer(tiny, CTX, ripple_window=3)
+    tight = Scorer(tiny, CTX, ripple_window=3)
+    tight.max_rows_kept = 40
+    a = {g.key: m for g, m in free.score(groups)}
+    b = {g.key: m for g, m in tight.score(groups)}
+    for g in groups:
+        for key, m in a[g.key].items():
+            for k in ("ripple_kl", "seed_ripple_kl", "nll", "surprisal"):
+                assert b[g.key][key][k] == pytest.approx(m[k], abs=1e-5)
+    assert tight.kept_rows_peak < free.kept_rows_peak
+    big = Scorer(tiny, CTX, max_memory=8 * 2**30)
+    assert big.max_rows_kept > 1000
+    with pytest.raises(MicrovarError, match="--max-memory"):
+        Scorer(tiny, CTX, max_memory=2**20)

@@ -10,6 +10,12 @@ from ..dsl.recipe import Recipe
 from ..expand.tokens import RefTokenizer
 from .options import HOLDOUT_FILE, Options
 
+RIPPLE_DEFINITION = ("a variant's metrics against a reference (parent or seed) cover its tokens from the first "
+                     "differing position f to `tokens` tokens past its last changed position (a deletion counts "
+                     "at the token after it); 0: to the end of the text. Positions past it are not computed; "
+                     "nll takes the seed's log-probability at the aligned position there.")
+
+
 def versions() -> dict:
     import datasets
     import pyarrow
@@ -31,6 +37,8 @@ def build_manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: R
                  "device": sc.get("device"), "dtype": sc.get("dtype"), "batch_tokens": sc.get("batch_tokens"),
                  "context_token": sc.get("context_token"), "drift": opts.drift,
                  "drift_threshold": opts.drift_threshold if opts.drift else None,
+                 "ripple_window": {"tokens": opts.ripple_window, "definition": RIPPLE_DEFINITION},
+                 "max_memory_gb": opts.max_memory, "max_rows_kept": sc.get("max_rows_kept"),
                  "budget_overrides": [str(x) for x in opts.budget],
                  "budgets": {r.name: [str(x) for x in budgets[id(r)]] for r in used},
                  "volatility": summary.budget.distribution(),

@@ -33,6 +33,8 @@ class Options:
     batch_tokens: int | None = None    # None: 2048 on CPU, 16384 on a GPU (fewer for a big vocabulary)
     drift: bool = False
     drift_threshold: float = 0.1
+    ripple_window: int = 32            # tokens past a variant's last change its metrics cover (0: all); score.RIPPLE_WINDOW
+    max_memory: float | None = None    # GB: sizes the scoring window (None: 2 x batch tokens)
     budget: tuple[Limit, ...] = ()     # command-line limits over the recipes' budgets
     format: str = "text"               # text, prompt-completion or messages (TRL's dataset formats)
     prompt_from: str = "parent"        # the prompt of a pair: the variant's parent, or its seed

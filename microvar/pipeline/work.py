@@ -33,7 +33,8 @@ def fingerprint(opts: Options, sf, used: list[Recipe], tk: RefTokenizer, ref) ->
                         "seed": opts.seed, "skip_invalid": opts.skip_invalid, "split_long": opts.split_long,
                         "score": opts.score, "dtype": opts.dtype, "device": opts.device,
                         "batch_tokens": opts.batch_tokens, "drift": opts.drift,
-                        "drift_threshold": opts.drift_threshold, "budget": [str(x) for x in opts.budget],
+                        "drift_threshold": opts.drift_threshold, "ripple_window": opts.ripple_window,
+                        "max_memory": opts.max_memory, "budget": [str(x) for x in opts.budget],
                         "shard_seeds": opts.shard_seeds, "bridges": opts.bridges, "holdout": opts.holdout},
             "microvar": __version__}
 
