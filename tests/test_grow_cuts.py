@@ -229,3 +229,21 @@ def test_given_continuation_in_markup_seed_and_trailing_space(tk):
         ends = {v.text[len(seed.text):] for v in rows}
         assert ends <= {" It", " It purred,", " It purred, then", " It purred, then slept."}
         assert " It purred, then slept." in ends
+
+
+def test_lint_warns_of_a_code_continuation_that_ends_no_line(tmp_path, tk):
+    """``print(add(`` leaves its call open: no row can show it whole, and lint says so."""
+    from test_lint_checks import case, context
+
+    from microvar.dsl.recipe import parse_recipe
+    from microvar.tools.lint import seeds as seed_checks
+
+    recipe = parse_recipe(f"recipe r\nedit identity\n{GIVEN}\n", "r.recipe")
+    ctx, (open_, closed) = context(tmp_path, tk,
+                                   {"id": "open", "text": "x = 1\n", "continuation": "print(add(", "meta": {"lang": "py"}},
+                                   {"id": "closed", "text": "x = 1\n", "continuation": "print(x)", "meta": {"lang": "py"}})
+    (problem,) = seed_checks.unused_continuation(ctx, case(ctx, open_, recipe))
+    assert problem.code == "unused-markup" and "never revealed" in problem.message and "'open'" in problem.message
+    assert list(seed_checks.unused_continuation(ctx, case(ctx, closed, recipe))) == []
+    rows, _ = given(tk, open_)
+    assert rows == []
