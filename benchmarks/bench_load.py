@@ -38,7 +38,7 @@ MATMUL_LOOP = "import torch\na = torch.randn(1024, 1024)\nwhile True: a @ a"
 
 
 def _expanded(n_variants: int):
-    """The example seeds' variants (repeated under new ids until there are n_variants)."""
+    """The example seeds' variants, seed by seed (repeated under new ids) until there are n_variants."""
     from microvar.expand.expander import Expander
     from microvar.expand.seeds import Seed, read_seeds
     from microvar.model.load import load_tokenizer
@@ -55,6 +55,8 @@ def _expanded(n_variants: int):
             recipe = recipes[s.recipe] if s.recipe else default
             out.append((s, recipe, expander.expand(s, recipe)))
             total += len(out[-1][2].kept)
+            if total >= n_variants:
+                break
         k += 1
     return tk, ref, out
 
