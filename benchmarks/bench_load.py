@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -103,6 +104,7 @@ def child(args) -> None:
     quiet_score = _score_seconds(expanded, lm, tk, opts)
     quiet_mm = _matmul_seconds(n_mm)
     procs = _competitors(args.competitor, args.competitors)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))         # a killed child still stops them
     try:
         time.sleep(1.0)                                            # let them start spinning
         loaded_score = _score_seconds(expanded, lm, tk, opts)
