@@ -7,6 +7,7 @@ exists to show in one place would scatter."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,13 @@ import click
 
 from . import __version__
 from .errors import InputError, InputErrors, MicrovarError
+
+# Before anything imports torch (its OpenMP runtime reads this once, when it loads; nothing
+# above does, the subcommands import it when they run): OpenMP threads that spin while they
+# wait for each other burn the CPU share a busy machine leaves them: scoring slowed 4.9x beside a
+# competing process where its fair share explains 2.1x, and 2.2x with passive waiting (README:
+# Scoring under load; benchmarks/bench_load.py). A user's own setting stays.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class _Handled(click.Group):

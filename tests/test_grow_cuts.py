@@ -154,3 +154,96 @@ def test_real_model_continuation_of_a_russian_seed_is_whole_words(tk):
     for v in rows:
         revealed = v.text[len(text):]
         assert cont.startswith(revealed) and _no_fragment(cont[len(revealed):], False), v.text
+
+
+# ---------------------------------------------------------------- the designer's continuation
+
+GIVEN = "edit grow continuation 1..2 tokens"
+
+
+def given(tk, seed: Seed, rng_seed: int = 0, step: int = 2):
+    """The grow rows of a seed's own continuation (no model: nothing else to ask)."""
+    rcp = recipe(GIVEN, extra=ALLOW + f"step tokens <= {step}\n")
+    res = Expander(tk, seed=rng_seed).expand(seed, rcp)
+    rows = [v for v in res.kept if v.kinds == ["grow"]]
+    for v in rows:
+        assert v.text.startswith(seed.text)
+    return rows, res
+
+
+@pytest.mark.parametrize("sid,text,cont,meta", CASES, ids=[c[0] for c in CASES])
+def test_given_continuation_rows_end_at_word_or_line_ends(tk, sid, text, cont, meta):
+    """The designer's continuation is cut like the model's: whole words, whole lines in code,
+    never a piece of a word the tokenizer spells in several tokens."""
+    code = meta is not None
+    for rng_seed in range(3):
+        rows, _ = given(tk, Seed(sid, text, None, cont, meta=meta), rng_seed)
+        assert rows, "no grow row at all"
+        shown = []
+        for v in rows:
+            revealed = v.text[len(text):]
+            assert cont.startswith(revealed) and revealed.strip()
+            assert _no_fragment(cont[len(revealed):], code), f"{sid}: the row ends mid-word: {v.text!r}"
+            assert not revealed[-1].isspace()
+            shown.append(len(revealed))
+        assert shown == sorted(set(shown))
+        # the designer ended the continuation: its end is a unit's end (unless code left a bracket open)
+        assert max(shown) == word_ends(cont, code, closed=True)[-1]
+        assert max(shown) == len(cont) or code
+
+
+def test_given_russian_continuation_steps_are_whole_words(tk):
+    """The example seed bridge-ru: SmolLM2 spells its Russian words in many tokens; each grow
+    row ends after a whole word, one word alone may pass the step budget, and rows within
+    the budget hold as many whole words as fit."""
+    text, cont = "Продолжение очевидно человеку, но не модели.", " Поэтому его открывают по одному токену за раз."
+    for rng_seed in range(3):
+        rows, res = given(tk, Seed("bridge-ru", text, None, cont), rng_seed)
+        assert not [r for r in res.rejects if any(e.startswith("grow") for e in r.edits)]
+        assert rows[-1].text == text + cont
+        prev = ""
+        for v in rows:
+            revealed = v.text[len(text):]
+            assert cont[len(revealed):][:1] in ("", " "), v.text
+            added = revealed[len(prev):]
+            assert v.step_tokens <= 2 or len(added.split()) == 1, (added, v.step_tokens)
+            prev = revealed
+        assert any(v.step_tokens > 2 for v in rows)       # " Поэтому" alone is over 2 tokens
+
+
+def test_given_code_continuation_is_cut_at_line_ends(tk):
+    seed = Seed("c", "total = 0\nfor item in items:", None, "\n    total += item\n    print(total)\n",
+                meta={"lang": "python"})
+    rows, _ = given(tk, seed, step=8)
+    assert [v.text[len(seed.text):] for v in rows][-1] == "\n    total += item\n    print(total)"
+    assert all(v.text.endswith((":", "item", "(total)")) for v in rows)
+
+
+def test_given_continuation_in_markup_seed_and_trailing_space(tk):
+    """A markup seed's continuation likewise; trailing whitespace is no row of its own."""
+    from test_edits import mseed
+
+    seed = mseed("The [[cat]] sat on the {mat|rug}.", continuation=" It purred, then slept. ")
+    for rng_seed in range(3):
+        rows, _ = given(tk, seed, rng_seed)
+        ends = {v.text[len(seed.text):] for v in rows}
+        assert ends <= {" It", " It purred,", " It purred, then", " It purred, then slept."}
+        assert " It purred, then slept." in ends
+
+
+def test_lint_warns_of_a_code_continuation_that_ends_no_line(tmp_path, tk):
+    """``print(add(`` leaves its call open: no row can show it whole, and lint says so."""
+    from test_lint_checks import case, context
+
+    from microvar.dsl.recipe import parse_recipe
+    from microvar.tools.lint import seeds as seed_checks
+
+    recipe = parse_recipe(f"recipe r\nedit identity\n{GIVEN}\n", "r.recipe")
+    ctx, (open_, closed) = context(tmp_path, tk,
+                                   {"id": "open", "text": "x = 1\n", "continuation": "print(add(", "meta": {"lang": "py"}},
+                                   {"id": "closed", "text": "x = 1\n", "continuation": "print(x)", "meta": {"lang": "py"}})
+    (problem,) = seed_checks.unused_continuation(ctx, case(ctx, open_, recipe))
+    assert problem.code == "unused-markup" and "never revealed" in problem.message and "'open'" in problem.message
+    assert list(seed_checks.unused_continuation(ctx, case(ctx, closed, recipe))) == []
+    rows, _ = given(tk, open_)
+    assert rows == []

@@ -133,22 +133,21 @@ class Expander:
         parts = propose(parts, recipe.anchors if recipe.edit("mark") else 0, 2 if reorder else 0, rng,
                         self.advisor, model_swaps, reorder=reorder, substitute=self.substitution_stats)
         continuation, source = seed.continuation, "given"
+        code = is_code(seed.meta) or not prose_ranges(seed.text)
         if not continuation and recipe.edit("grow_model") and self.advisor:
-            code = is_code(seed.meta) or not prose_ranges(seed.text)
             continuation, source = self.advisor.continuation(seed.text, code=code) or None, "model"
         doc = Doc(seed.id, parts, continuation, template_dirs=recipe.template_dirs, meta=seed.meta,
                   continuation_source=source)
         if continuation and (source == "model" or recipe.edit("grow")):
             _, offsets = self.tk.encode_offsets(seed.text + continuation)
-            base, full = len(seed.text), len(continuation)
+            base = len(seed.text)
             starts = sorted(max(s - base, 0) for s, e in offsets if e > base)
-            if source == "model":
-                # the model's words, not its pieces: SmolLM2 spells Russian a letter or two per
-                # token, and a row that ends in "Объё" is no variant a designer would keep
-                doc.grow_cuts = word_ends(continuation, code, closed=True)
-            else:
-                # the designer's text, token by token (a character in several tokens is one unit)
-                doc.grow_cuts = sorted({min(e - base, full) for _, e in offsets if e > base})
+            # words, not tokens, the model's continuation and the designer's alike (lines in
+            # code): SmolLM2 spells Russian a letter or two per token, and a row that ends in
+            # "Объё" or "Поэ" is no variant a designer would keep. Both end where they were cut
+            # (closed): the model's at a word end (Advisor.continuation), the designer's where
+            # the designer ended it.
+            doc.grow_cuts = word_ends(continuation, code, closed=True)
             doc.grow_tokens = [bisect_left(starts, cut) for cut in doc.grow_cuts]  # tokens that show it
         return doc
 
@@ -157,18 +156,24 @@ class Expander:
         cap = self.cap_override or recipe.variants
         counts: Counter = Counter()
         rejects: list[Reject] = []
-        doc = self.make_doc(seed, recipe, rng)
-        ledger = Ledger(doc)
-        root_state = doc.initial
-        text = render(doc, root_state)
+        # The seed is checked before make_doc: the model-guided proposals and continuation
+        # are forwards over the whole seed (an 8,400-token seed took 56 s and 4.8 GB of them
+        # only to be rejected as too long), and they change neither the seed's text nor its
+        # designer edits, so a seed that fails here fails the same way after them.
+        plain = Doc(seed.id, list(seed.parts) if seed.parts is not None else [Lit(seed.text)], meta=seed.meta)
+        text = render(plain, plain.initial)
         ids = self.tk.encode([text])[0]
-        cand = Candidate(text, ids, self.tk.decode([ids])[0], None, "identity", anchors=tuple(doc.anchors))
+        cand = Candidate(text, ids, self.tk.decode([ids])[0], None, "identity", anchors=tuple(plain.anchors))
         align(cand)
         failed = run_checks(cand, self.tk, recipe)
         if failed:
             counts[f"rejected:{failed[0]}"] += 1
             rejects.append(Reject(seed.id, text, failed[0], f"seed rejected: {failed[1]}"))
-            return SeedResult(seed.id, [], rejects, counts, ledger=ledger)
+            return SeedResult(seed.id, [], rejects, counts, ledger=Ledger(plain))
+        doc = self.make_doc(seed, recipe, rng)
+        ledger = Ledger(doc)
+        root_state = doc.initial
+        assert render(doc, root_state) == text, "proposals only split the seed's literal text into parts"
         root = Variant(seed.id, variant_id(seed.id, text), "", text, ["identity"], ["identity"], "identity",
                        0, len(ids), 0, 0, 0, ids, root_state)
         kept = [root]
@@ -285,8 +290,8 @@ class Expander:
             c.step_tokens = c.distance
         if kind in ("grow", "grow_model") and state.grow == parent.state.grow + 1:
             # one unit is the least a grow step can reveal, however many tokens it takes: a
-            # character, or a whole word of the model's continuation, which may pass the step
-            # budget (a Russian word is 3-9 SmolLM2 tokens; cut inside it the row ends mid-word).
+            # whole word of the continuation (a line in code), which may pass the step budget
+            # (a Russian word is 3-9 SmolLM2 tokens; cut inside it the row ends mid-word).
             # The tokens the seam re-spells come with it ("\n\n" is one token before "print"
             # follows, two after): without them the unit, and the chain after it, would be lost.
             before = doc.grow_tokens[parent.state.grow - 1] if parent.state.grow else 0

@@ -87,7 +87,7 @@ def reorder(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
 
 @edit("grow")
 def grow(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
-    """Reveal the seed's given continuation lo..hi tokens at a time."""
+    """Reveal the seed's given continuation lo..hi tokens at a time, in whole words."""
     if doc.continuation_source == "given":
         yield from _grow_chain(doc, s, args, rng, "grow")
 
@@ -101,9 +101,9 @@ def grow_model(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
 
 def _grow_chain(doc: Doc, s: State, args: tuple, rng: random.Random, kind: str):
     """One chain, each step's parent the last. A unit is the smallest piece a row may end
-    after: a character of a given continuation (one spelled in several byte-level tokens is
-    one unit), a whole word of the model's (a line in code; ``Expander.make_doc``). A step
-    takes whole units up to its lo..hi tokens, and more than hi only when one unit needs them."""
+    after: a whole word of the continuation, the seed's own or the model's (a line in code;
+    ``Expander.make_doc``). A step takes whole units up to its lo..hi tokens, and more than hi
+    only when one unit needs them."""
     if not doc.continuation or s.grow or s.tail is not None or s.drop_last or not doc.grow_cuts:
         return
     lo, hi = args

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from ...dsl.markup import MarkupSyntaxError, parse_markup
 from ...errors import InputError
+from ...expand.reorder import is_code, prose_ranges
 from ...expand.seeds import Seed, read_seeds
 from ...expand.tokens import Candidate, align, check_in_vocab, check_round_trip
+from ...expand.words import word_ends
 from .context import Context, SeedCase
 from .positions import markup_index, underline
 from .problems import Problem
@@ -181,7 +183,14 @@ def continuation_too_long(ctx: Context, case: SeedCase) -> Iterator[Problem]:
 
 def unused_continuation(ctx: Context, case: SeedCase) -> Iterator[Problem]:
     s, recipe = case.seed, case.recipe
-    if recipe is not None and s.continuation and not recipe.edit("grow"):
+    if recipe is None or not s.continuation:
+        return
+    if not recipe.edit("grow"):
         yield ctx.at(s.line, ctx.column(s.line, "continuation", 0), "warning", "unused-markup",
                      f"seed {s.id!r} has a continuation, but recipe {recipe.name!r} has no `edit grow "
                      "continuation`: it is never revealed")
+    elif not word_ends(s.continuation, is_code(s.meta) or not prose_ranges(s.text), closed=True):
+        # grow reveals whole words, whole lines in code: a line left inside an open bracket is no row
+        yield ctx.at(s.line, ctx.column(s.line, "continuation", 0), "warning", "unused-markup",
+                     f"seed {s.id!r}: its continuation (code) ends no line outside the brackets it opens, and "
+                     "`grow` reveals code in whole lines: it is never revealed")
