@@ -22,6 +22,13 @@ def test_candidates_skip_function_words_negations_and_sentence_starts():
     assert pairs_of("It is not good.") == []
 
 
+def test_a_word_next_to_itself_is_no_pair():
+    # swapping "word word" gives the same text: nothing to measure (a 2,000-word line of one
+    # word once cost minutes of fluency checks)
+    assert pairs_of("say word word again") == [("word", "again", False)]
+    assert pairs_of("We mix salt and Salt.") == [("mix", "salt", False)]     # no coordinated salt/Salt
+
+
 def test_coordinated_pairs_need_the_second_word_to_end_its_phrase():
     assert ("cats", "dogs", True) in pairs_of("We feed cats and dogs.")
     assert all(not c for *_, c in pairs_of("She poured the tea and opened the old letter."))

@@ -97,15 +97,21 @@ def candidates(text: str, taken: set[int] = frozenset()) -> list[Pair]:
         for k in range(len(words) - 1):
             (s1, e1), (s2, e2) = words[k], words[k + 1]
             if text[e1:s2] == " " and _content(text, s1, e1) and _content(text, s2, e2) \
-                    and not _sentence_initial(text, s1) and not {s1, s2} & taken:
+                    and _differ(text, s1, e1, s2, e2) and not _sentence_initial(text, s1) and not {s1, s2} & taken:
                 pairs.append(Pair(s1, e1, s2, e2, False))
             if k + 2 < len(words):
                 (c1, c2), (s3, e3) = words[k + 1], words[k + 2]
                 if text[c1:c2].lower() in CONJUNCTIONS and text[e1:c1] == " " and text[c2:s3] == " " \
-                        and _content(text, s1, e1) and _content(text, s3, e3) and _phrase_end(text, e3) \
+                        and _content(text, s1, e1) and _content(text, s3, e3) and _differ(text, s1, e1, s3, e3) \
+                        and _phrase_end(text, e3) \
                         and not _sentence_initial(text, s1) and not {s1, s3} & taken:
                     pairs.append(Pair(s1, e1, s3, e3, True))
     return pairs
+
+
+def _differ(text: str, s1: int, e1: int, s2: int, e2: int) -> bool:
+    """Two words whose swap changes more than letter case (``word word`` swaps to itself)."""
+    return text[s1:e1].lower() != text[s2:e2].lower()
 
 
 def _content(text: str, s: int, e: int) -> bool:
