@@ -16,7 +16,7 @@ from datasets import load_from_disk
 from microvar.dsl.markup import Alt, Anchor, Opt, Swap
 from microvar.expand.seeds import Seed, read_seeds
 
-V = ("--variants", "8", "--format", "text")
+V = ("--variants", "8", "--format", "text", "--model", "none")   # reading seeds: no scoring needed
 GOOD = [{"id": "en-1", "text": "The cat sat on the mat."},
         {"id": "ru-1", "text": "Мышление не равно генерации текста."}]
 GOOD_LINES = [json.dumps(r, ensure_ascii=False) for r in GOOD]
