@@ -40,25 +40,17 @@ MATMUL_LOOP = "import torch\na = torch.randn(1024, 1024)\nwhile True: a @ a"
 
 def _expanded(n_variants: int):
     """The example seeds' variants, seed by seed (repeated under new ids) until there are n_variants."""
-    from microvar.expand.expander import Expander
-    from microvar.expand.seeds import Seed, read_seeds
+    from bench_score import example_expansions
+
     from microvar.model.load import load_tokenizer
-    from microvar.pipeline.inputs import choose_recipes
 
     tk, ref = load_tokenizer()
-    base = read_seeds(str(ROOT / "data" / "seeds.jsonl")).seeds
-    default, recipes = choose_recipes(base, [], ROOT / "data")
-    expander = Expander(tk, seed=0)
-    out, total, k = [], 0, 0
-    while total < n_variants:
-        for s in base:
-            s = Seed(f"{s.id}~{k}", s.text, s.parts, s.continuation, s.recipe, s.meta)
-            recipe = recipes[s.recipe] if s.recipe else default
-            out.append((s, recipe, expander.expand(s, recipe)))
-            total += len(out[-1][2].kept)
-            if total >= n_variants:
-                break
-        k += 1
+    out, total = [], 0
+    for _, s, recipe, result in example_expansions(tk):
+        if total >= n_variants:
+            break
+        out.append((s, recipe, result))
+        total += len(result.kept)
     return tk, ref, out
 
 

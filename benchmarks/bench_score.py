@@ -55,17 +55,30 @@ ROOT = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- mixes
 
 
-def example_groups(tk, n_variants: int) -> list[Group]:
+def example_expansions(tk):
+    """The example seeds expanded under their recipes, pass after pass (each pass's seeds under
+    new ids), without end: (pass, seed, recipe, result). Also read by bench_load.py."""
     base = read_seeds(str(ROOT / "data" / "seeds.jsonl")).seeds
     default, recipes = choose_recipes(base, [], ROOT / "data")
     expander = Expander(tk, seed=0)
-    groups, total, k = [], 0, 0
-    while total < n_variants:
+    k = 0
+    while True:
         for s in base:
             s = Seed(f"{s.id}~{k}", s.text, s.parts, s.continuation, s.recipe, s.meta)
-            groups.append(_group(expander.expand(s, recipes[s.recipe] if s.recipe else default)))
-            total += len(groups[-1].items)
+            recipe = recipes[s.recipe] if s.recipe else default
+            yield k, s, recipe, expander.expand(s, recipe)
         k += 1
+
+
+def example_groups(tk, n_variants: int) -> list[Group]:
+    """Whole passes over the example seeds until there are ``n_variants`` texts."""
+    groups, total, done_pass = [], 0, -1
+    for k, _, _, result in example_expansions(tk):
+        if total >= n_variants and k != done_pass:
+            break
+        done_pass = k
+        groups.append(_group(result))
+        total += len(groups[-1].items)
     return groups
 
 

@@ -56,6 +56,18 @@ CASES = [
 ]
 
 
+def _revealed(rows, sid: str, text: str, cont: str, code: bool) -> list[int]:
+    """How much of the continuation each grow row shows; each must end a word (a line in code)."""
+    shown = []
+    for v in rows:
+        revealed = v.text[len(text):]
+        assert cont.startswith(revealed) and revealed.strip()
+        assert _no_fragment(cont[len(revealed):], code), f"{sid}: the row ends mid-word: {v.text!r}"
+        assert not revealed[-1].isspace()
+        shown.append(len(revealed))
+    return shown
+
+
 @pytest.mark.parametrize("sid,text,cont,meta", CASES, ids=[c[0] for c in CASES])
 def test_grow_model_rows_end_at_word_or_line_ends(tk, sid, text, cont, meta):
     code = meta is not None
@@ -63,13 +75,7 @@ def test_grow_model_rows_end_at_word_or_line_ends(tk, sid, text, cont, meta):
         rows, advisor = grown(tk, Seed(sid, text, None, meta=meta), cont, rng_seed)
         assert advisor.asked == [code]
         assert rows, "no grow row at all"
-        shown = []
-        for v in rows:
-            revealed = v.text[len(text):]
-            assert cont.startswith(revealed) and revealed.strip()
-            assert _no_fragment(cont[len(revealed):], code), f"{sid}: the row ends mid-word: {v.text!r}"
-            assert not revealed[-1].isspace()
-            shown.append(len(revealed))
+        shown = _revealed(rows, sid, text, cont, code)
         # each step reveals more, and the chain goes as far as the continuation's last whole unit
         assert shown == sorted(set(shown))
         assert max(shown) == (word_ends(cont, code, closed=True) or [0])[-1]
@@ -179,13 +185,7 @@ def test_given_continuation_rows_end_at_word_or_line_ends(tk, sid, text, cont, m
     for rng_seed in range(3):
         rows, _ = given(tk, Seed(sid, text, None, cont, meta=meta), rng_seed)
         assert rows, "no grow row at all"
-        shown = []
-        for v in rows:
-            revealed = v.text[len(text):]
-            assert cont.startswith(revealed) and revealed.strip()
-            assert _no_fragment(cont[len(revealed):], code), f"{sid}: the row ends mid-word: {v.text!r}"
-            assert not revealed[-1].isspace()
-            shown.append(len(revealed))
+        shown = _revealed(rows, sid, text, cont, code)
         assert shown == sorted(set(shown))
         # the designer ended the continuation: its end is a unit's end (unless code left a bracket open)
         assert max(shown) == word_ends(cont, code, closed=True)[-1]
