@@ -133,7 +133,9 @@ class ShardRows:
         return out
 
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tables)
+        """The shard files' size: about the rows' bytes. (``Table.nbytes`` would page in the
+        mapped files, 160 MB at 8,000 seeds: measured.)"""
+        return sum(len(mm) for mm in self.maps)
 
     def gather(self, rows: np.ndarray) -> list[dict]:
         """The rows at these indices, in this order."""
