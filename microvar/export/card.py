@@ -183,8 +183,7 @@ class _Data:
     num_bytes: int
     download_size: int
     _read: object = None                    # name -> pyarrow ChunkedArray
-    cache: bool = True                      # keep columns read (False: read again, memory stays flat)
-    _take: object = None                    # (name, rows) -> values, without reading the column
+    _take: object = None                    # (name, rows) -> values from the files; columns then read afresh
     _columns: dict = field(default_factory=dict)
 
     @classmethod
@@ -215,8 +214,7 @@ class _Data:
             return cls(directory, ARROW_FILES, ds.features, ds.num_rows, table.nbytes, size,
                        lambda name: table.column(name))
         return cls(directory, ARROW_FILES, ds.features, ds.num_rows, _nbytes(files), size,
-                   lambda name: _read_column(files, name), cache=False,
-                   _take=lambda name, rows: _take_rows(files, name, rows))
+                   lambda name: _read_column(files, name), _take=lambda name, rows: _take_rows(files, name, rows))
 
     @classmethod
     def _from_parquet(cls, directory: Path, data_files: list[dict], files: list[Path]) -> _Data:
@@ -240,7 +238,7 @@ class _Data:
         return list(self.features)
 
     def column(self, name: str):
-        if not self.cache:
+        if self._take is not None:      # read from the files each time: memory stays flat
             return self._read(name)
         if name not in self._columns:
             self._columns[name] = self._read(name)
@@ -253,7 +251,7 @@ class _Data:
         """The values of ``name`` at these rows (a few: the whole column is not read)."""
         import pyarrow as pa
 
-        if self._take is None or self.cache:
+        if self._take is None:
             return self.column(name).take(pa.array(rows, type=pa.int64())).to_pylist()
         return self._take(name, rows)
 
@@ -263,67 +261,69 @@ class _Data:
         return [{c: cols[c][i] for c in cols} for i in range(min(n, self.num_rows))]
 
 
-def _read_column(files: list[Path], name: str):
-    """One column of a ``save_to_disk`` dataset, copied out of its Arrow files through memory
-    maps whose pages are handed back after each file: the card's memory holds the columns it
-    is counting, not every page it has read."""
+def _per_file(files: list[Path], fn) -> list:
+    """``fn(table, first_row, release)`` for each Arrow file of a ``save_to_disk`` dataset, the
+    table over a memory map whose pages are handed back after the file (``release()`` hands
+    them back sooner): the card's memory holds what it counts, not every page it has read."""
     import mmap
 
     import pyarrow as pa
 
-    chunks, kind = [], None
+    out, start = [], 0
     for f in files:
         with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            def release(mm=mm):
+                mm.madvise(mmap.MADV_DONTNEED)
             table = pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
-            col = table.column(name)
-            kind = col.type
-            chunks.append(pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], type=col.type))
-            del table, col
-            mm.madvise(mmap.MADV_DONTNEED)
-    return pa.chunked_array([c for c in chunks if len(c)], type=kind)
+            out.append(fn(table, start, release))
+            start += table.num_rows
+            del table
+            release()
+    return out
+
+
+def _read_column(files: list[Path], name: str):
+    """One column, copied out of the files."""
+    import pyarrow as pa
+
+    def copy(table, _start, _release):
+        col = table.column(name)
+        return pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], type=col.type)
+
+    chunks = _per_file(files, copy)
+    return pa.chunked_array([c for c in chunks if len(c)], type=chunks[0].type)
 
 
 def _nbytes(files: list[Path]) -> int:
     """What ``Table.nbytes`` says of the dataset, summed a record batch at a time with the
-    pages handed back every 64 MB (``nbytes`` of the mapped table pages in the files: 150 MB
-    at 8,000 seeds, measured)."""
-    import mmap
+    pages handed back every 64 MB (``nbytes`` of a mapped table pages in its file: 150 MB at
+    8,000 seeds, measured)."""
+    def size(table, _start, release):
+        total = since = 0
+        for batch in table.to_batches():
+            total, since = total + batch.nbytes, since + batch.nbytes
+            if since > 64 << 20:
+                release()
+                since = 0
+        return total
 
-    import pyarrow as pa
-
-    total = 0
-    for f in files:
-        with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            since = 0
-            for batch in pa.ipc.open_stream(pa.py_buffer(mm)):
-                total += batch.nbytes
-                since += batch.nbytes
-                del batch
-                if since > 64 << 20:
-                    mm.madvise(mmap.MADV_DONTNEED)
-                    since = 0
-            mm.madvise(mmap.MADV_DONTNEED)
-    return total
+    return sum(_per_file(files, size))
 
 
 def _take_rows(files: list[Path], name: str, rows: list[int]) -> list:
-    """Values of one column at a few rows of a ``save_to_disk`` dataset, file by file."""
-    import mmap
-
+    """Values of one column at a few rows, file by file."""
     import pyarrow as pa
 
-    out, start = {}, 0
-    for f in files:
-        with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            table = pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
-            here = [r for r in rows if start <= r < start + table.num_rows]
-            if here:
-                got = table.column(name).take(pa.array([r - start for r in here], type=pa.int64())).to_pylist()
-                out.update(zip(here, got))
-            start += table.num_rows
-            del table
-            mm.madvise(mmap.MADV_DONTNEED)
-    return [out[r] for r in rows]
+    def take(table, start, _release):
+        here = [r for r in rows if start <= r < start + table.num_rows]
+        got = table.column(name).take(pa.array([r - start for r in here], type=pa.int64())).to_pylist() \
+            if here else []
+        return dict(zip(here, got))
+
+    found = {}
+    for part in _per_file(files, take):
+        found.update(part)
+    return [found[r] for r in rows]
 
 
 def load_saved(directory: Path):
