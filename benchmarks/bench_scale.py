@@ -46,10 +46,9 @@ def run(args: list[str]) -> tuple[float, int]:
     largest of the driver and the pool workers it waited for; Ray's actors are not its
     children and are not counted); the cores it kept busy (CPU time over wall time, itself and
     the children it waited for) in ``LAST_CORES``."""
-    env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "microvar", "expand", *map(str, args), "-q", "--overwrite"],
-                            env=env, stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     err = proc.stderr.read()

@@ -73,3 +73,15 @@ def model_dir(tmp_path, tk):
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=40)
     LlamaForCausalLM(config).save_pretrained(str(d))
     return d
+
+
+def pickled_files(work) -> list:
+    """Files in the work directory that begin with pickle's protocol byte."""
+    found = []
+    for p in work.rglob("*"):
+        try:
+            if p.is_file() and p.read_bytes()[:1] == b"\x80":
+                found.append(p)
+        except FileNotFoundError:   # a shard's temporary directory renamed meanwhile
+            pass
+    return found

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import pickled_files
 from datasets import load_from_disk
 
 from microvar.dsl.recipe import parse_limits
@@ -100,18 +101,6 @@ def _actor_pids() -> list[int]:
     return [p.pid for p in psutil.process_iter(["cmdline"]) if "ShardActor" in " ".join(p.info["cmdline"] or [])]
 
 
-def _pickled(work) -> list:
-    """Files in the work directory that begin with pickle's protocol byte."""
-    found = []
-    for p in work.rglob("*"):
-        try:
-            if p.is_file() and p.read_bytes()[:1] == b"\x80":
-                found.append(p)
-        except FileNotFoundError:   # a shard's temporary directory renamed meanwhile
-            pass
-    return found
-
-
 def test_an_actor_killed_mid_run_is_replaced_and_the_output_is_the_same(tmp_path, seeds, model_dir, local_ray):
     import torch
 
@@ -140,7 +129,7 @@ def test_an_actor_killed_mid_run_is_replaced_and_the_output_is_the_same(tmp_path
         if done >= 1 and pids:
             os.kill(pids[0], signal.SIGKILL)
             killed = (pids[0], done)
-            pickled = _pickled(partial)   # what the actors wrote: Arrow files and JSON counts only
+            pickled = pickled_files(partial)   # what the actors wrote: Arrow files and JSON counts only
             break
         time.sleep(0.05)
     runner.join(600)

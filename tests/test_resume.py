@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from conftest import pickled_files
 from datasets import load_from_disk
 
 WORDS_EN = "rhythm quantity model token bridge anchor drift variant curriculum pattern".split()
@@ -61,7 +62,7 @@ def test_kill_9_then_resume_gives_the_same_dataset(tmp_path, many_seeds, model_d
     # a finished shard is Arrow files and JSON counts: nothing a resumed run would unpickle
     kept = sorted(p.name for p in (partial / "shard-000000").iterdir())
     assert kept == ["DONE", "holdout.arrow", "paths.arrow", "rejects.arrow", "rows.arrow", "summary.json"]
-    assert not [p for p in partial.rglob("*") if p.is_file() and p.read_bytes()[:1] == b"\x80"]  # pickle's magic
+    assert not pickled_files(partial)
 
     again = subprocess.run(_command(many_seeds, broken, model_dir), capture_output=True, text=True)
     assert again.returncode == 2 and "--resume" in again.stderr and not broken.exists()
