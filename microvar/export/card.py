@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import MicrovarError
 from .dataset import format_of
+from .mapped import MappedArrow
 from .stats import codes, distinct, histogram, iter_rejects, number, phase_counts, rejects, stage_counts, volatility
 
 ARROW_FILES = [{"split": "train", "path": "data-*.arrow"}]            # a save_to_disk directory
@@ -183,7 +184,7 @@ class _Data:
     num_bytes: int
     download_size: int
     _read: object = None                    # name -> pyarrow ChunkedArray
-    _take: object = None                    # (name, rows) -> values from the files; columns then read afresh
+    _take: object = None                    # (name, rows) -> values from mapped files, columns then uncached
     _columns: dict = field(default_factory=dict)
 
     @classmethod
@@ -206,15 +207,20 @@ class _Data:
 
     @classmethod
     def _from_disk(cls, directory: Path) -> _Data:
-        ds = load_saved(directory)
-        files = [Path(f["filename"]) for f in ds.cache_files]
-        size = sum(f.stat().st_size for f in files)
-        if not files:
-            table = ds.with_format("arrow")[:]
-            return cls(directory, ARROW_FILES, ds.features, ds.num_rows, table.nbytes, size,
-                       lambda name: table.column(name))
-        return cls(directory, ARROW_FILES, ds.features, ds.num_rows, _nbytes(files), size,
-                   lambda name: _read_column(files, name), _take=lambda name, rows: _take_rows(files, name, rows))
+        """A ``save_to_disk`` directory, read in place: its features from dataset_info.json, its
+        files from state.json (what ``load_from_disk`` reads, without the pages it touches)."""
+        from datasets import Features
+
+        try:
+            state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+            info = json.loads((directory / "dataset_info.json").read_text(encoding="utf-8"))
+            features = Features.from_dict(info["features"])
+            files = [directory / f["filename"] for f in state.get("_data_files") or []]
+            rows = MappedArrow(files, features.arrow_schema)
+        except (FileNotFoundError, ValueError, KeyError, TypeError, OSError) as e:
+            raise MicrovarError(f"{directory}: cannot read the dataset: {e}") from None
+        return cls(directory, ARROW_FILES, features, len(rows), rows.nbytes(), rows.file_bytes(), rows.column,
+                   _take=rows.values)
 
     @classmethod
     def _from_parquet(cls, directory: Path, data_files: list[dict], files: list[Path]) -> _Data:
@@ -238,7 +244,7 @@ class _Data:
         return list(self.features)
 
     def column(self, name: str):
-        if self._take is not None:      # read from the files each time: memory stays flat
+        if self._take is not None:      # mapped: no copy to keep, the pages of earlier columns handed back
             return self._read(name)
         if name not in self._columns:
             self._columns[name] = self._read(name)
@@ -259,71 +265,6 @@ class _Data:
         first = list(range(min(n, self.num_rows)))
         cols = {c: self.take(c, first) for c in self.column_names}
         return [{c: cols[c][i] for c in cols} for i in range(min(n, self.num_rows))]
-
-
-def _per_file(files: list[Path], fn) -> list:
-    """``fn(table, first_row, release)`` for each Arrow file of a ``save_to_disk`` dataset, the
-    table over a memory map whose pages are handed back after the file (``release()`` hands
-    them back sooner): the card's memory holds what it counts, not every page it has read."""
-    import mmap
-
-    import pyarrow as pa
-
-    out, start = [], 0
-    for f in files:
-        with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            def release(mm=mm):
-                mm.madvise(mmap.MADV_DONTNEED)
-            table = pa.ipc.open_stream(pa.py_buffer(mm)).read_all()
-            out.append(fn(table, start, release))
-            start += table.num_rows
-            del table
-            release()
-    return out
-
-
-def _read_column(files: list[Path], name: str):
-    """One column, copied out of the files."""
-    import pyarrow as pa
-
-    def copy(table, _start, _release):
-        col = table.column(name)
-        return pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], type=col.type)
-
-    chunks = _per_file(files, copy)
-    return pa.chunked_array([c for c in chunks if len(c)], type=chunks[0].type)
-
-
-def _nbytes(files: list[Path]) -> int:
-    """What ``Table.nbytes`` says of the dataset, summed a record batch at a time with the
-    pages handed back every 64 MB (``nbytes`` of a mapped table pages in its file: 150 MB at
-    8,000 seeds, measured)."""
-    def size(table, _start, release):
-        total = since = 0
-        for batch in table.to_batches():
-            total, since = total + batch.nbytes, since + batch.nbytes
-            if since > 64 << 20:
-                release()
-                since = 0
-        return total
-
-    return sum(_per_file(files, size))
-
-
-def _take_rows(files: list[Path], name: str, rows: list[int]) -> list:
-    """Values of one column at a few rows, file by file."""
-    import pyarrow as pa
-
-    def take(table, start, _release):
-        here = [r for r in rows if start <= r < start + table.num_rows]
-        got = table.column(name).take(pa.array([r - start for r in here], type=pa.int64())).to_pylist() \
-            if here else []
-        return dict(zip(here, got))
-
-    found = {}
-    for part in _per_file(files, take):
-        found.update(part)
-    return [found[r] for r in rows]
 
 
 def load_saved(directory: Path):

@@ -47,11 +47,11 @@ def codes(table, name: str) -> tuple[list, np.ndarray]:
     import pyarrow.compute as pc
 
     if name not in table.column_names:
-        return [], np.zeros(0, dtype=np.int64)
+        return [], np.zeros(0, dtype=np.int32)
     col = table.column(name)
     distinct = pc.unique(col)
     return distinct.to_pylist(), np.asarray(pc.index_in(col, value_set=distinct).to_numpy(zero_copy_only=False),
-                                            dtype=np.int64)
+                                            dtype=np.int32)
 
 
 def first_rows(table, name: str) -> np.ndarray:

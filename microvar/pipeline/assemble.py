@@ -17,6 +17,7 @@ import numpy as np
 from ..curriculum import DEFAULT_SCHEDULE, SCHEDULES
 from ..dsl.recipe import Recipe
 from ..export.dataset import META_COLUMNS, features, quiet_datasets, training_fields
+from ..export.mapped import MappedArrow
 from .options import Options
 from .summary import Summary
 
@@ -99,60 +100,14 @@ def _index_type(largest: int):
     return np.int32 if largest < np.iinfo(np.int32).max else np.int64
 
 
-class ShardRows:
-    """All shards' path rows as one sequence, read from their Arrow files through memory maps
-    whose pages are handed back after every chunk (``release``): the pages a chunk touched
-    leave this process's resident memory, however large the corpus."""
-
-    def __init__(self, files: list[Path]) -> None:
-        import mmap
-
-        import pyarrow as pa
-
-        self.maps, self.tables = [], []
-        for f in files:
-            with open(f, "rb") as fh:
-                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            self.maps.append(mm)
-            self.tables.append(pa.ipc.open_file(pa.py_buffer(mm)).read_all())
-        self.offsets = np.cumsum([0] + [t.num_rows for t in self.tables])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def release(self, k: int | None = None) -> None:
-        """Hand back the pages of shard ``k``'s map (default: every shard's)."""
-        import mmap
-
-        for mm in self.maps if k is None else (self.maps[k],):
-            mm.madvise(mmap.MADV_DONTNEED)   # clean file pages: dropped from RSS, still in the page cache
-
-    def column(self, name: str) -> np.ndarray:
-        out = np.concatenate([np.zeros(0, dtype=np.int64)] + [t.column(name).to_numpy() for t in self.tables])
-        self.release()
-        return out
-
-    def nbytes(self) -> int:
-        """The shard files' size: about the rows' bytes. (``Table.nbytes`` would page in the
-        mapped files, 160 MB at 8,000 seeds: measured.)"""
-        return sum(len(mm) for mm in self.maps)
+class ShardRows(MappedArrow):
+    """All shards' path rows as one sequence, read from their Arrow files in place: the pages
+    a chunk touched leave this process's resident memory after the chunk, however large the
+    corpus."""
 
     def gather(self, rows: np.ndarray) -> list[dict]:
         """The rows at these indices, in this order."""
-        import pyarrow as pa
-
-        shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
-        parts, where = [], []
-        for k in np.unique(shard_of):
-            sel = np.flatnonzero(shard_of == k)
-            parts.append(self.tables[k].take(pa.array(rows[sel] - self.offsets[k])))   # copies the rows out
-            self.release(k)
-            where.append(sel)
-        got = pa.concat_tables(parts).to_pylist() if parts else []
-        out: list = [None] * len(rows)
-        for i, r in zip(np.concatenate(where) if where else [], got):
-            out[i] = r
-        return out
+        return self.take(rows).to_pylist()
 
 
 def write_curriculum(directory: Path, shards: ShardRows, paths, opts: Options, default: Recipe, summary: Summary,
@@ -167,12 +122,12 @@ def write_curriculum(directory: Path, shards: ShardRows, paths, opts: Options, d
     n_rows = paths.column("rows").to_numpy().astype(np.int64) if paths.num_rows else np.zeros(0, dtype=np.int64)
     recipe_pres = paths.column("presentations").to_numpy() if paths.num_rows else n_rows
     pres = np.full_like(n_rows, opts.presentations) if opts.presentations else recipe_pres
-    order = curriculum_order(n_rows, pres, shards.column("phase"), how)
+    order = curriculum_order(n_rows, pres, shards.numpy("phase"), how)
     _count(order, shards, n_rows, opts, how, recipe_pres, summary)
 
     feats = features(opts.format)
     schema = feats.arrow_schema
-    chunk = max(256, int(CHUNK_BYTES // max(1, shards.nbytes() // max(1, len(shards)))))
+    chunk = max(256, int(CHUNK_BYTES // max(1, shards.file_bytes() // max(1, len(shards)))))
 
     def chunks():
         for start in range(0, len(order.row), chunk):
@@ -270,18 +225,24 @@ def _take(rows: _rebatch, size: int, batch_rows: int):
 def _count(order: Order, shards: ShardRows, n_rows: np.ndarray, opts: Options, how: str, recipe_pres,
            summary: Summary) -> None:
     """The curriculum's counts: rows, phases, restarts of a repeated path, rows by stage."""
-    steps = shards.column("step")
-    path_of = np.repeat(np.arange(len(n_rows)), n_rows)
-    seq_path, seq_step = path_of[order.row], steps[order.row]
-    by_path = np.argsort(seq_path, kind="stable")            # each path's rows in dataset order
-    same = seq_path[by_path][1:] == seq_path[by_path][:-1]
-    restarts = int(np.count_nonzero(same & (seq_step[by_path][1:] != seq_step[by_path][:-1] + 1)))
+    i = order.row.dtype                                       # int32 below two billion rows
+    path_of = np.repeat(np.arange(len(n_rows), dtype=i), n_rows)[order.row]   # each dataset row's path
+    by_path = np.argsort(path_of, kind="stable").astype(i)    # each path's rows in dataset order
+    path_of = path_of[by_path]
+    same = path_of[1:] == path_of[:-1]
+    del path_of
+    step = shards.numpy("step").astype(i)[order.row[by_path]]
+    del by_path
+    restarts = int(np.count_nonzero(same & (step[1:] != step[:-1] + 1)))
+    del same, step
     stage_names, stage_codes = _codes(shards, "stage")
     shown = stage_codes[order.row]
+    del stage_codes
     counts = np.bincount(shown, minlength=len(stage_names))
     present, first = np.unique(shown, return_index=True)          # stages in the order rows first show them
+    del shown
     summary.stage_rows = Counter({stage_names[c]: int(counts[c]) for c in present[np.argsort(first)]})
-    phases = sorted(int(p) for p in np.unique(shards.column("phase")))
+    phases = sorted(int(p) for p in np.unique(shards.numpy("phase")))
     shown_min = opts.presentations or (int(recipe_pres.min()) if len(recipe_pres) else 0)
     summary.curriculum.update(schedule=how, rows=len(order.row), phases=phases, restarts=restarts,
                               presentations=shown_min,
@@ -291,9 +252,10 @@ def _count(order: Order, shards: ShardRows, n_rows: np.ndarray, opts: Options, h
 def _codes(shards: ShardRows, name: str) -> tuple[list[str], np.ndarray]:
     """A string column as (distinct values, each row's index into them)."""
     names: dict[str, int] = {}
-    codes = [np.zeros(0, dtype=np.int64)]
-    for t in shards.tables:
+    codes = [np.zeros(0, dtype=np.int32)]
+    for k, t in enumerate(shards.tables):
         d = t.column(name).combine_chunks().dictionary_encode()
-        local = np.asarray([names.setdefault(s, len(names)) for s in d.dictionary.to_pylist()], dtype=np.int64)
-        codes.append(local[d.indices.to_numpy()] if len(local) else np.zeros(0, dtype=np.int64))
+        shards.release(k)
+        local = np.asarray([names.setdefault(s, len(names)) for s in d.dictionary.to_pylist()], dtype=np.int32)
+        codes.append(local[d.indices.to_numpy()] if len(local) else np.zeros(0, dtype=np.int32))
     return list(names), np.concatenate(codes)
