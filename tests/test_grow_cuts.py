@@ -4,6 +4,8 @@ per token)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from test_edits import ALLOW, recipe, tseed
 
@@ -11,6 +13,7 @@ from microvar.expand.expander import Expander
 from microvar.expand.seeds import Seed
 from microvar.expand.words import word_ends
 
+ROOT = Path(__file__).resolve().parent.parent
 GROW = "edit grow model 1..2 tokens"
 
 
@@ -160,6 +163,36 @@ def test_real_model_continuation_of_a_russian_seed_is_whole_words(tk):
     for v in rows:
         revealed = v.text[len(text):]
         assert cont.startswith(revealed) and _no_fragment(cont[len(revealed):], False), v.text
+
+
+def test_real_model_continuation_opens_no_code_fence(tk):
+    """SmolLM2 continues the examples' Python seed with a closing fence ("\n```") and a
+    sentence about code with "Here is the code:" and an opening one: neither seed opened a
+    fence, so the continuation stops before it (the Python seed's then has no line left)."""
+    import json
+
+    from microvar.model.advisor import Advisor
+    from microvar.model.load import load_model, resolve
+
+    advisor = Advisor(load_model(resolve(None), device="cpu"), tk)
+    seeds = {s["id"]: s for s in map(json.loads, (ROOT / "data" / "seeds.jsonl").read_text("utf-8").splitlines())}
+    code = "for item in items:\n    total += item.price\nreturn total"
+    assert advisor.continuation(code, code=True) == ""
+    prose = seeds["drift-en"]["text"]
+    cont = advisor.continuation(prose)
+    assert cont and "```" not in cont, cont
+
+
+@pytest.mark.parametrize("text,cont,kept", [
+    ("x = 1", "\n```", ""),
+    ("Some prose.", "\n\nHere is the code:\n\n```python", "\n\nHere is the code:"),
+    ("```python\nx = 1", "\n```", "\n```"),                  # the text opened it: closing is fine
+    ("```\nx\n```\nThen", " more words", " more words"),
+])
+def test_a_fence_the_text_did_not_open_ends_the_continuation(text, cont, kept):
+    from microvar.model.advisor import before_unopened_fence
+
+    assert before_unopened_fence(text, cont) == kept
 
 
 # ---------------------------------------------------------------- the designer's continuation

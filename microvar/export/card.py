@@ -185,6 +185,7 @@ class _Data:
     download_size: int
     _read: object = None                    # name -> pyarrow ChunkedArray
     _take: object = None                    # (name, rows) -> values from mapped files, columns then uncached
+    _chunks: object = None                  # name -> the column's chunks in place, one at a time
     _columns: dict = field(default_factory=dict)
 
     @classmethod
@@ -220,7 +221,7 @@ class _Data:
         except (FileNotFoundError, ValueError, KeyError, TypeError, OSError) as e:
             raise MicrovarError(f"{directory}: cannot read the dataset: {e}") from None
         return cls(directory, ARROW_FILES, features, len(rows), rows.nbytes(), rows.file_bytes(), rows.column,
-                   _take=rows.values)
+                   _take=rows.values, _chunks=rows.chunks)
 
     @classmethod
     def _from_parquet(cls, directory: Path, data_files: list[dict], files: list[Path]) -> _Data:
@@ -249,6 +250,10 @@ class _Data:
         if name not in self._columns:
             self._columns[name] = self._read(name)
         return self._columns[name]
+
+    def chunks(self, name: str):
+        """The column a chunk at a time (``stats.chunks``): in place from mapped files."""
+        return self._chunks(name) if self._chunks is not None else self.column(name).chunks
 
     def distinct(self, name: str) -> int:
         return distinct(self, name)
@@ -444,8 +449,9 @@ def _seed_rows(data: _Data, fmt: str | None) -> dict | None:
     rows = np.bincount(seed, minlength=len(names))
     texts: dict = {}
     if column in data.features and "parent_id" in data.features:
-        root = np.flatnonzero(~np.asarray(pc.fill_null(pc.greater(pc.utf8_length(data.column("parent_id")), 0),
-                                                       False).to_numpy(zero_copy_only=False), dtype=bool))
+        root = np.flatnonzero(~np.concatenate([np.zeros(0, dtype=bool)] + [
+            np.asarray(pc.fill_null(pc.greater(pc.utf8_length(c), 0), False).to_numpy(zero_copy_only=False), dtype=bool)
+            for c in data.chunks("parent_id")]))
         found, first = np.unique(seed[root], return_index=True)     # each seed's first root row
         shown_rows = sorted(root[first].tolist())[:SHOW_SEEDS]
         for i, value in zip(shown_rows, data.take(column, shown_rows)):

@@ -41,17 +41,33 @@ class PhaseCount:
     rows: int
 
 
+def chunks(table, name: str):
+    """The column's chunks, one at a time: from ``table.chunks(name)`` where the table has it
+    (the card's reader of mapped files: each chunk read in place, the pages handed back as it
+    goes, no copy of the column), else ``table.column(name)``'s."""
+    reader = getattr(table, "chunks", None)
+    if callable(reader):
+        return reader(name)
+    col = table.column(name)
+    return getattr(col, "chunks", [col])
+
+
 def codes(table, name: str) -> tuple[list, np.ndarray]:
     """A column as (its distinct values in the order rows first show them, each row's index
-    into them): counting over a million rows without a Python object per row."""
+    into them): counting over a million rows without a Python object per row, a chunk at a
+    time."""
     import pyarrow.compute as pc
 
     if name not in table.column_names:
         return [], np.zeros(0, dtype=np.int32)
-    col = table.column(name)
-    distinct = pc.unique(col)
-    return distinct.to_pylist(), np.asarray(pc.index_in(col, value_set=distinct).to_numpy(zero_copy_only=False),
-                                            dtype=np.int32)
+    index: dict = {}                            # value -> code, in the order rows first show them
+    parts = [np.zeros(0, dtype=np.int32)]
+    for c in chunks(table, name):
+        d = pc.dictionary_encode(c, null_encoding="encode")
+        local = np.asarray([index.setdefault(v, len(index)) for v in d.dictionary.to_pylist()], dtype=np.int32)
+        parts.append(local[np.asarray(d.indices.to_numpy(zero_copy_only=False), dtype=np.int64)] if len(local)
+                     else np.zeros(len(c), dtype=np.int32))
+    return list(index), np.concatenate(parts)
 
 
 def first_rows(table, name: str) -> np.ndarray:
@@ -61,7 +77,11 @@ def first_rows(table, name: str) -> np.ndarray:
 
 def distinct(table, name: str) -> int:
     """How many distinct values ``name`` holds (0 without the column)."""
-    return len(np.unique(keys(table, name))) if name in table.column_names else 0
+    if name not in table.column_names:
+        return 0
+    k = keys(table, name)
+    k.sort()                                    # in place: np.unique would sort a copy
+    return int(len(k) and 1 + np.count_nonzero(k[1:] != k[:-1]))
 
 
 _HEX = np.full(256, 255, dtype=np.uint8)
@@ -77,9 +97,8 @@ def keys(table, name: str) -> np.ndarray:
 
     if name not in table.column_names:
         return np.zeros(0, dtype=np.uint64)
-    col = table.column(name)
     parts = []
-    for chunk in getattr(col, "chunks", [col]):
+    for chunk in chunks(table, name):
         if not pa.types.is_string(chunk.type) or chunk.null_count:
             return codes(table, name)[1]
         offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]

@@ -256,4 +256,19 @@ class Advisor:
         ends = word_ends(ahead, code, closed)
         past = [e for e in ends if e >= len(window)]
         end = past[0] if past else max((e for e in ends if e <= len(window)), default=0)
-        return ahead[:end]
+        return before_unopened_fence(text, ahead[:end])
+
+
+FENCE = "```"
+
+
+def before_unopened_fence(text: str, continuation: str) -> str:
+    """``continuation`` up to a Markdown code fence that ``text`` did not open, without the
+    blank space before it. Seeing code or talk of code, a small model likes to close a block
+    the seed never opened or to start one: SmolLM2 continued the examples' Python seed with
+    "\n```" and a sentence about code with "\n\nHere is the code:\n\n```python", rows no
+    designer would keep. A fence the text opened may be closed."""
+    if text.count(FENCE) % 2 == 0 and FENCE in continuation:
+        return continuation[:continuation.index(FENCE)].rstrip()
+    return continuation
+

@@ -13,6 +13,7 @@ from ..expand.expander import Reject
 from ..expand.seeds import Seed, read_seeds
 from ..export.card import write_card
 from ..export.dataset import check_target, staging, write_json, write_jsonl
+from ..export.mapped import hand_back_freed
 from ..model.budget import combine
 from ..model.load import load_tokenizer
 from ..progress import progress
@@ -81,8 +82,10 @@ def run_expand(opts: Options) -> Summary:
     rows = ShardRows([work.file(k, "rows") for k in range(len(shards))])
     paths = pa.concat_tables([work.table(k, "paths") for k in range(len(shards))]) if shards else \
         pa.table({"rows": pa.array([], pa.int32()), "presentations": pa.array([], pa.int32())})
+    hand_back_freed()    # each step below peaks on its own, not on what the one before left
     with staging(opts.out, opts.overwrite) as tmp:
         write_curriculum(tmp, rows, paths, opts, default, summary, scratch=work.dir)
+        hand_back_freed()
         _write_records(tmp / "rejects.jsonl", input_rejects, work, len(shards), "rejects")
         if opts.holdout:
             _write_records(tmp / HOLDOUT_FILE, [], work, len(shards), "holdout")
@@ -93,6 +96,7 @@ def run_expand(opts: Options) -> Summary:
         manifest["unused_edits"] = summary.unused_edits
         manifest["engine"] = engine
         write_json(tmp / "manifest.json", manifest)
+        hand_back_freed()
         write_card(tmp)
     del rows, paths       # the memory-mapped shard files, before their directory goes
     work.finish()
