@@ -18,9 +18,10 @@ from .errors import InputError, InputErrors, MicrovarError
 
 # Before anything imports torch (its OpenMP runtime reads this once, when it loads; nothing
 # above does, the subcommands import it when they run): OpenMP threads that spin while they
-# wait for each other burn the CPU share a busy machine leaves them: scoring slowed 4.9x beside a
-# competing process where its fair share explains 2.1x, and 2.2x with passive waiting (README:
-# Scoring under load; benchmarks/bench_load.py). A user's own setting stays.
+# wait for each other burn the CPU share a busy machine leaves them: beside two busy processes
+# on 2 cores scoring slowed 3.5x with libgomp's default (4.5x ACTIVE) where its fair share
+# explains 2.2x, and 1.9x with passive waiting; on a quiet machine passive costs 12% (README:
+# Scoring under load; benchmarks/bench_load.py, measured at b6265dc). A user's own setting stays.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
