@@ -45,9 +45,9 @@ class MappedArrow:
             reader = pa.ipc.open_file(buf)
             batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
         else:
-            reader = pa.ipc.open_stream(buf)
+            reader = batches = pa.ipc.open_stream(buf)
         out = []
-        for i, batch in enumerate(batches if mm[:6] == b"ARROW1" else reader):
+        for i, batch in enumerate(batches):
             out.append(batch)
             if i % 256 == 255:
                 mm.madvise(mmap.MADV_DONTNEED)
@@ -72,19 +72,10 @@ class MappedArrow:
         20,000 seeds made 108 MB of the file resident, measured.)"""
         import pyarrow as pa
 
-        chunks = []
-        for k, t in enumerate(self.tables):
-            per_row = len(self.maps[k]) / max(1, t.num_rows)
-            since = 0
-            for c in t.column(name).chunks:
-                # an all-null chunk from its length alone (volatility without a model: a struct
-                # of a dozen float children, 170 MB at 20,000 seeds if copied)
-                chunks.append(pa.nulls(len(c), c.type) if c.null_count == len(c) else pa.concat_arrays([c]))
-                since += len(c) * per_row
-                if since > RELEASE_BYTES:
-                    self.release(k)
-                    since = 0
-            self.release(k)
+        # an all-null chunk is made from its length alone (volatility without a model: a struct
+        # of a dozen float children, 170 MB at 20,000 seeds if copied)
+        chunks = [pa.nulls(len(c), c.type) if c.null_count == len(c) else pa.concat_arrays([c])
+                  for c in self.chunks(name)]
         return pa.chunked_array(chunks, type=self.schema.field(name).type)
 
     def chunks(self, name: str):
