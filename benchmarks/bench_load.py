@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = {"passive": "PASSIVE", "default": None, "active": "ACTIVE"}
+SPIN_COUNTS = {"spin10k": "10000", "spin1k": "1000"}   # OMP_WAIT_POLICY unset, GOMP_SPINCOUNT: spin, then sleep
 SPIN = "while True: pass"
 MATMUL_LOOP = "import torch\na = torch.randn(1024, 1024)\nwhile True: a @ a"
 
@@ -117,8 +118,10 @@ def child(args) -> None:
 
 def run_policy(name: str, args) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if POLICIES[name] is not None:
+    if POLICIES.get(name) is not None:
         env["OMP_WAIT_POLICY"] = POLICIES[name]
+    if name in SPIN_COUNTS:
+        env["GOMP_SPINCOUNT"] = SPIN_COUNTS[name]
     cmd = [sys.executable, __file__, "--child", "--variants", str(args.variants), "--batch-tokens",
            str(args.batch_tokens), "--competitors", str(args.competitors), "--competitor", args.competitor,
            "--matmul-seconds", str(args.matmul_seconds)]
@@ -139,7 +142,7 @@ def main() -> None:
     ap.add_argument("--competitor", choices=["spin", "matmul"], default="spin",
                     help="what each busy process runs: a Python spin loop, or a one-thread torch matmul loop")
     ap.add_argument("--matmul-seconds", type=float, default=3.0, help="length of the quiet matmul reference")
-    ap.add_argument("--policies", default="passive,default,active", help="comma-separated: passive, default, active")
+    ap.add_argument("--policies", default="passive,default,active", help="comma-separated: passive, default, active, spin10k, spin1k")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
