@@ -183,9 +183,8 @@ class _Data:
     num_rows: int
     num_bytes: int
     download_size: int
-    _read: object = None                    # name -> pyarrow ChunkedArray
-    _take: object = None                    # (name, rows) -> values from mapped files, columns then uncached
-    _chunks: object = None                  # name -> the column's chunks in place, one at a time
+    _read: object = None                    # name -> pyarrow ChunkedArray (parquet: read once, kept)
+    _mapped: MappedArrow | None = None      # a save_to_disk directory's files, read in place each time
     _columns: dict = field(default_factory=dict)
 
     @classmethod
@@ -220,8 +219,7 @@ class _Data:
             rows = MappedArrow(files, features.arrow_schema)
         except (FileNotFoundError, ValueError, KeyError, TypeError, OSError) as e:
             raise MicrovarError(f"{directory}: cannot read the dataset: {e}") from None
-        return cls(directory, ARROW_FILES, features, len(rows), rows.nbytes(), rows.file_bytes(), rows.column,
-                   _take=rows.values, _chunks=rows.chunks)
+        return cls(directory, ARROW_FILES, features, len(rows), rows.nbytes(), rows.file_bytes(), _mapped=rows)
 
     @classmethod
     def _from_parquet(cls, directory: Path, data_files: list[dict], files: list[Path]) -> _Data:
@@ -245,15 +243,15 @@ class _Data:
         return list(self.features)
 
     def column(self, name: str):
-        if self._take is not None:      # mapped: no copy to keep, the pages of earlier columns handed back
-            return self._read(name)
+        if self._mapped is not None:    # copied out each time with its pages handed back: nothing kept
+            return self._mapped.column(name)
         if name not in self._columns:
             self._columns[name] = self._read(name)
         return self._columns[name]
 
     def chunks(self, name: str):
         """The column a chunk at a time (``stats.chunks``): in place from mapped files."""
-        return self._chunks(name) if self._chunks is not None else self.column(name).chunks
+        return self._mapped.chunks(name) if self._mapped is not None else self.column(name).chunks
 
     def distinct(self, name: str) -> int:
         return distinct(self, name)
@@ -262,9 +260,9 @@ class _Data:
         """The values of ``name`` at these rows (a few: the whole column is not read)."""
         import pyarrow as pa
 
-        if self._take is None:
-            return self.column(name).take(pa.array(rows, type=pa.int64())).to_pylist()
-        return self._take(name, rows)
+        if self._mapped is not None:
+            return self._mapped.values(name, rows)
+        return self.column(name).take(pa.array(rows, type=pa.int64())).to_pylist()
 
     def head(self, n: int) -> list[dict]:
         first = list(range(min(n, self.num_rows)))

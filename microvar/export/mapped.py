@@ -54,6 +54,10 @@ class MappedArrow:
         mm.madvise(mmap.MADV_DONTNEED)
         return pa.Table.from_batches(out, schema=reader.schema)
 
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.schema.names) if self.schema is not None else []
+
     def __len__(self) -> int:
         return int(self.offsets[-1])
 

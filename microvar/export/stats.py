@@ -65,8 +65,7 @@ def codes(table, name: str) -> tuple[list, np.ndarray]:
     for c in chunks(table, name):
         d = pc.dictionary_encode(c, null_encoding="encode")
         local = np.asarray([index.setdefault(v, len(index)) for v in d.dictionary.to_pylist()], dtype=np.int32)
-        parts.append(local[np.asarray(d.indices.to_numpy(zero_copy_only=False), dtype=np.int64)] if len(local)
-                     else np.zeros(len(c), dtype=np.int32))
+        parts.append(local[np.asarray(d.indices.to_numpy(zero_copy_only=False), dtype=np.int64)])
     return list(index), np.concatenate(parts)
 
 

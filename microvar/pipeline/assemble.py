@@ -18,6 +18,7 @@ from ..curriculum import DEFAULT_SCHEDULE, SCHEDULES
 from ..dsl.recipe import Recipe
 from ..export.dataset import META_COLUMNS, features, quiet_datasets, training_fields
 from ..export.mapped import MappedArrow
+from ..export.stats import codes
 from .options import Options
 from .summary import Summary
 
@@ -122,8 +123,11 @@ def write_curriculum(directory: Path, shards: ShardRows, paths, opts: Options, d
     n_rows = paths.column("rows").to_numpy().astype(np.int64) if paths.num_rows else np.zeros(0, dtype=np.int64)
     recipe_pres = paths.column("presentations").to_numpy() if paths.num_rows else n_rows
     pres = np.full_like(n_rows, opts.presentations) if opts.presentations else recipe_pres
-    order = curriculum_order(n_rows, pres, shards.numpy("phase"), how)
-    _count(order, shards, n_rows, opts, how, recipe_pres, summary)
+    phase = shards.numpy("phase")
+    order = curriculum_order(n_rows, pres, phase, how)
+    phases = sorted(int(p) for p in np.unique(phase))
+    del phase
+    _count(order, shards, n_rows, phases, opts, how, recipe_pres, summary)
 
     feats = features(opts.format)
     schema = feats.arrow_schema
@@ -222,8 +226,8 @@ def _take(rows: _rebatch, size: int, batch_rows: int):
         size -= sum(b.num_rows for b in got)
 
 
-def _count(order: Order, shards: ShardRows, n_rows: np.ndarray, opts: Options, how: str, recipe_pres,
-           summary: Summary) -> None:
+def _count(order: Order, shards: ShardRows, n_rows: np.ndarray, phases: list[int], opts: Options, how: str,
+           recipe_pres, summary: Summary) -> None:
     """The curriculum's counts: rows, phases, restarts of a repeated path, rows by stage."""
     i = order.row.dtype                                       # int32 below two billion rows
     path_of = np.repeat(np.arange(len(n_rows), dtype=i), n_rows)[order.row]   # each dataset row's path
@@ -235,27 +239,14 @@ def _count(order: Order, shards: ShardRows, n_rows: np.ndarray, opts: Options, h
     del by_path
     restarts = int(np.count_nonzero(same & (step[1:] != step[:-1] + 1)))
     del same, step
-    stage_names, stage_codes = _codes(shards, "stage")
+    stage_names, stage_codes = codes(shards, "stage")
     shown = stage_codes[order.row]
     del stage_codes
     counts = np.bincount(shown, minlength=len(stage_names))
     present, first = np.unique(shown, return_index=True)          # stages in the order rows first show them
     del shown
     summary.stage_rows = Counter({stage_names[c]: int(counts[c]) for c in present[np.argsort(first)]})
-    phases = sorted(int(p) for p in np.unique(shards.numpy("phase")))
     shown_min = opts.presentations or (int(recipe_pres.min()) if len(recipe_pres) else 0)
     summary.curriculum.update(schedule=how, rows=len(order.row), phases=phases, restarts=restarts,
                               presentations=shown_min,
                               presentations_from="--presentations" if opts.presentations else "recipe repeat")
-
-
-def _codes(shards: ShardRows, name: str) -> tuple[list[str], np.ndarray]:
-    """A string column as (distinct values, each row's index into them)."""
-    names: dict[str, int] = {}
-    codes = [np.zeros(0, dtype=np.int32)]
-    for k, t in enumerate(shards.tables):
-        d = t.column(name).combine_chunks().dictionary_encode()
-        shards.release(k)
-        local = np.asarray([names.setdefault(s, len(names)) for s in d.dictionary.to_pylist()], dtype=np.int32)
-        codes.append(local[d.indices.to_numpy()] if len(local) else np.zeros(0, dtype=np.int32))
-    return list(names), np.concatenate(codes)
