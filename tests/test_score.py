@@ -215,3 +215,20 @@ def test_max_memory_sizes_the_window(tiny):
     assert big.max_rows_kept > 1000
     with pytest.raises(MicrovarError, match="--max-memory"):
         Scorer(tiny, CTX, max_memory=2**20)
+
+
+def test_batches_keep_the_copied_past_under_its_budget():
+    """With a past per item, no batch copies more than the past budget (rows x longest past),
+    and the cuts still cover every item in order."""
+    from microvar.model.score import _batches
+
+    rng = random.Random(6)
+    items = sorted((rng.randint(1, 60), rng.randint(0, 500)) for _ in range(400))
+    batches = list(_batches(items, lambda x: x[0], 2048, 256, 128, past=lambda x: x[1], past_budget=4096,
+                            past_weight=lambda s: s / 4000 + 1 / 64))
+    assert [x for b in batches for x in b] == items
+    for b in batches:
+        assert len(b) * max(x[0] for x in b) <= 2048
+        assert len(b) * max(x[1] for x in b) <= 4096 or len(b) == 1
+    plain = list(_batches(items, lambda x: x[0], 2048, 256, 128))
+    assert max(len(b) * max(x[1] for x in b) for b in plain) > 4096   # the budget is what held it

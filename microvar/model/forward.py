@@ -73,21 +73,30 @@ def _kv_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(k, v) for k, v in cache]
 
 
-def _batches(items: list, cost, budget: int, max_rows: int, overhead: int = 0):
+def _batches(items: list, cost, budget: int, max_rows: int, overhead: int = 0, past=None,
+             past_budget: int = 0, past_weight=lambda longest: 0.0):
     """Consecutive items (sorted by cost) cut into batches with rows x longest <= budget (a
     longer item goes alone), choosing the cuts that minimise padded positions plus
-    ``overhead`` per batch."""
+    ``overhead`` per batch. With ``past`` (an item's cached positions, copied per row): also
+    rows x longest past <= ``past_budget``, and a batch costs rows x (longest + longest past x
+    ``past_weight(longest)``): its past positions' share of the work (copy and attention)."""
     n = len(items)
     if not n:
         return
     c = [cost(x) for x in items]
+    q = [past(x) for x in items] if past else [0] * n
     best = [0.0] + [float("inf")] * n   # best[i]: cheapest way to batch items[:i]
     cut = [0] * (n + 1)
     for i in range(1, n + 1):
         longest = c[i - 1]
-        j = i - 1
-        while j >= 0 and (i - j) <= max_rows and ((i - j) * longest <= budget or j == i - 1):
-            v = best[j] + (i - j) * longest + overhead
+        share = past_weight(longest)
+        j, far = i - 1, 0
+        while j >= 0 and (i - j) <= max_rows:
+            far = max(far, q[j])
+            fits = (i - j) * longest <= budget and (past is None or (i - j) * far <= past_budget)
+            if not fits and j < i - 1:
+                break
+            v = best[j] + (i - j) * (longest + far * share) + overhead
             if v < best[i]:
                 best[i], cut[i] = v, j
             j -= 1

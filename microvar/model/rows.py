@@ -157,6 +157,9 @@ class Rows:
         if self.slot is not None:
             local = self.slot[local]
             assert bool((local >= 0).all()), "a row was read that the plan did not keep"
+        n = len(local)
+        if n and (n == 1 or bool((local.diff() == 1).all())):   # a run of rows: a view, not a copy
+            return self.logp.narrow(0, int(local[0]), n).float()
         return self.logp.index_select(0, local).float()
 
     def keep_only(self, positions: list[int], dtype: torch.dtype) -> Rows:

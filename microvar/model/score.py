@@ -50,7 +50,8 @@ from .rows import Change, Rows, Seq, alignment, common_prefix, plan_group, store
 
 RIPPLE_WINDOW = 32   # tokens past the last change; chosen from the measured decay (README, Volatility)
 KL_ROWS = 128        # rows per block in the KL: three [rows, vocab] temporaries
-PAST_SHARE = 2       # a batch's past positions count half a computed position
+PAST_SHARE = 2       # a batch's copied past: at most this many x batch tokens positions
+COPY_SHARE = 1 / 64  # a past position's copy into the batch's cache, in computed positions
 RUNTIME_BYTES = 600 * 2**20   # torch, tokenizer, Python objects: measured RSS before the first forward, rounded up
 
 
@@ -104,6 +105,7 @@ class Scorer:
         self.kept_rows_peak = 0    # ... at most
         self.max_rows_kept: int | None = None   # full rows a window's plans may keep (set by max_memory)
         self._split = _split_model(model)
+        self._attn_share = _attention_share(model)
         if max_memory:
             self.memory_plan(max_memory)
         self._cache_arg = cache_kwarg(self._split[0] if self._split else model)
@@ -200,13 +202,15 @@ class Scorer:
         for gi, it, p, start, end in jobs:
             if end <= start:  # every row is its base's (a cut, or the seed itself)
                 self._finish(st, gi, it, Seq(st.base(gi, it), it.ids, p, None, start))
-        # a row costs its suffix and a share of its past: the batch's copied cache is rows x
-        # longest past, and short windowed suffixes over long pasts would make it gigabytes
-        cost = lambda j: j[4] - j[3] + j[3] // PAST_SHARE  # noqa: E731
-        work = sorted((j for j in jobs if j[4] > j[3]), key=lambda j: (cost(j), j[3]))
+        # a batch computes rows x longest suffix, and copies rows x longest past into its
+        # cache (at most PAST_SHARE x batch tokens: short windowed suffixes over long pasts
+        # would make it gigabytes); a past position costs its copy and the attention to it
+        work = sorted((j for j in jobs if j[4] > j[3]), key=lambda j: (j[4] - j[3], j[3]))
         del jobs
         overhead = max(16, self.batch_tokens // 16)
-        for batch in _batches(work, cost, self.batch_tokens, self.max_rows, overhead):
+        share = lambda s: s * self._attn_share + COPY_SHARE  # noqa: E731
+        for batch in _batches(work, lambda j: j[4] - j[3], self.batch_tokens, self.max_rows, overhead,
+                              past=lambda j: j[3], past_budget=PAST_SHARE * self.batch_tokens, past_weight=share):
             keep = [bool(st.children[j[0]].get(j[1].key)) for j in batch]
             bases = [st.base(j[0], j[1]) for j in batch]
             logps, hidden, layers = self._forward_suffixes(batch, bases, keep)
@@ -377,6 +381,18 @@ class _Window:
 
 
 def _kl(ref: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-    """KL(P_ref || P_seq) per row, from log-probabilities; P_ref is taken on the fly."""
-    diff = ref - seq
-    return (ref.exp_() * diff).sum(-1)
+    """KL(P_ref || P_seq) per row, from log-probabilities (views of kept rows: not modified)."""
+    return torch.nn.functional.kl_div(seq, ref, reduction="none", log_target=True).sum(-1)
+
+
+def _attention_share(model) -> float:
+    """FLOPs of one query attending to one key, over a position's matmul FLOPs (SmolLM2:
+    1/3900): what a past position costs per suffix token."""
+    c = model.config
+    heads = c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    linear = 2 * (sum(p.numel() for p in model.parameters() if p.dim() == 2 and p is not embed)
+                  + (head.numel() if head is embed else 0))
+    return 4 * c.num_hidden_layers * heads * head_dim / linear
