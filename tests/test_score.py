@@ -99,14 +99,17 @@ def make_groups(rng: random.Random) -> list[Group]:
     return groups
 
 
-@pytest.mark.parametrize("batch_tokens,drift,window", [(64, False, 0), (4096, False, 0), (96, True, 0),
-                                                       (64, False, 3), (4096, False, 1), (96, True, 2),
-                                                       (4096, False, 8)])
-def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift, window):
+@pytest.mark.parametrize("batch_tokens,drift,window,pack", [
+    (64, False, 0, 128), (4096, False, 0, 128), (96, True, 0, 128), (64, False, 3, 128), (4096, False, 1, 128),
+    (96, True, 2, 128), (4096, False, 8, 128),
+    (64, False, 0, 0), (96, True, 2, 0),              # a row per text
+    (96, True, 2, 16), (4096, False, 8, 16)])         # small rows: many per base, merged across bases
+def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift, window, pack):
     rng = random.Random(batch_tokens)
     groups = make_groups(rng)
     scorer = Scorer(tiny, CTX, batch_tokens=batch_tokens, drift=drift, window_tokens=10**6 if batch_tokens > 100 else 50,
-                    ripple_window=window)
+                    ripple_window=window, pack_tokens=pack)
+    assert scorer._packs == (pack > 0)
     got = list(scorer.score(groups))
     assert [g.key for g, _ in got] == [g.key for g in groups]  # order kept across windows
     checked = 0

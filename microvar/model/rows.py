@@ -231,15 +231,15 @@ class Seq:
         out[:, mine] = self.own.hidden.index_select(1, idx[mine] - self.p - 1)
         return out
 
-    def fill_kv(self, layer: int, K: torch.Tensor, V: torch.Tensor, b: int, upto: int) -> None:
-        """Copy this text's cache for input positions 0..upto-1 into row b."""
+    def fill_kv(self, layer: int, K: torch.Tensor, V: torch.Tensor, b: int, upto: int, at: int = 0) -> None:
+        """Copy this text's cache for input positions 0..upto-1 into row b, from column ``at``."""
         lo = self.p + 1
         if self.base is not None and lo > 0:
-            self.base.fill_kv(layer, K, V, b, min(upto, lo))
+            self.base.fill_kv(layer, K, V, b, min(upto, lo), at)
         if upto > lo:
             k, v = self.own.kv[layer]
-            K[b, :, lo:upto] = k[:, :upto - lo]
-            V[b, :, lo:upto] = v[:, :upto - lo]
+            K[b, :, at + lo:at + upto] = k[:, :upto - lo]
+            V[b, :, at + lo:at + upto] = v[:, :upto - lo]
 
 
 def stored_kv(seq: Seq):

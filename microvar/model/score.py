@@ -51,6 +51,7 @@ from .rows import Change, Rows, Seq, alignment, common_prefix, plan_group, store
 RIPPLE_WINDOW = 32   # tokens past the last change; chosen from the measured decay (README, Volatility)
 KL_ROWS = 128        # rows per block in the KL: three [rows, vocab] temporaries
 PAST_SHARE = 2       # a batch's copied past: at most this many x batch tokens positions
+PACK_TOKENS = 128    # suffixes packed into rows of this many tokens (0: a row each)
 COPY_SHARE = 1 / 64  # a past position's copy into the batch's cache, in computed positions
 RUNTIME_BYTES = 600 * 2**20   # torch, tokenizer, Python objects: measured RSS before the first forward, rounded up
 
@@ -86,7 +87,7 @@ class Scorer:
     def __init__(self, model, context_id: int, *, batch_tokens: int = 2048, drift: bool = False,
                  drift_threshold: float = 0.1, window_tokens: int | None = None, max_rows: int = 256,
                  ripple_window: int = RIPPLE_WINDOW, ref_dtype: torch.dtype = torch.float32,
-                 max_memory: float | None = None) -> None:
+                 max_memory: float | None = None, pack_tokens: int = PACK_TOKENS) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.ctx = context_id
@@ -106,6 +107,8 @@ class Scorer:
         self.max_rows_kept: int | None = None   # full rows a window's plans may keep (set by max_memory)
         self._split = _split_model(model)
         self._attn_share = _attention_share(model)
+        self.pack_tokens = pack_tokens
+        self._packs = pack_tokens > 0 and _packable(model)
         if max_memory:
             self.memory_plan(max_memory)
         self._cache_arg = cache_kwarg(self._split[0] if self._split else model)
@@ -178,7 +181,8 @@ class Scorer:
         for batch in _batches(order, lambda i: len(window[i].seed_ids) + 1, self.batch_tokens, self.max_rows):
             inputs = [[self.ctx] + window[i].seed_ids for i in batch]
             ids, mask, lengths = pad_batch(inputs)
-            logps, hidden, layers = self._forward(ids, mask, None, None, lengths)
+            spans = [(b * ids.shape[1], n, 0) for b, n in enumerate(lengths)]
+            logps, hidden, layers = self._forward(ids, mask, None, None, spans)
             for b, i in enumerate(batch):
                 n = lengths[b]
                 h = hidden[b, :, :n].float().clone() if hidden is not None else None
@@ -202,13 +206,22 @@ class Scorer:
         for gi, it, p, start, end in jobs:
             if end <= start:  # every row is its base's (a cut, or the seed itself)
                 self._finish(st, gi, it, Seq(st.base(gi, it), it.ids, p, None, start))
-        # a batch computes rows x longest suffix, and copies rows x longest past into its
-        # cache (at most PAST_SHARE x batch tokens: short windowed suffixes over long pasts
-        # would make it gigabytes); a past position costs its copy and the attention to it
-        work = sorted((j for j in jobs if j[4] > j[3]), key=lambda j: (j[4] - j[3], j[3]))
+        work = [j for j in jobs if j[4] > j[3]]
         del jobs
         overhead = max(16, self.batch_tokens // 16)
         share = lambda s: s * self._attn_share + COPY_SHARE  # noqa: E731
+        if self._packs:
+            # packed rows: a row's cost is its length, its past the pasts of its bases
+            rows = sorted(self._pack(st, work), key=lambda r: (r.length, r.past))
+            for batch in _batches(rows, lambda r: r.length, self.batch_tokens, self.max_rows, overhead,
+                                  past=lambda r: r.past, past_budget=PAST_SHARE * self.batch_tokens,
+                                  past_weight=share):
+                self._run_packed(st, batch)
+            return
+        # a batch computes rows x longest suffix, and copies rows x longest past into its
+        # cache (at most PAST_SHARE x batch tokens: short windowed suffixes over long pasts
+        # would make it gigabytes); a past position costs its copy and the attention to it
+        work.sort(key=lambda j: (j[4] - j[3], j[3]))
         for batch in _batches(work, lambda j: j[4] - j[3], self.batch_tokens, self.max_rows, overhead,
                               past=lambda j: j[3], past_budget=PAST_SHARE * self.batch_tokens, past_weight=share):
             keep = [bool(st.children[j[0]].get(j[1].key)) for j in batch]
@@ -220,6 +233,98 @@ class Scorer:
                 own = Rows(logps[b], logps[b].argmax(-1), hidden=h, kv=layers[b] if keep[b] else None)
                 self._finish(st, gi, it, Seq(bases[b], it.ids, p, own, end, fresh=logps[b]))
             del logps, hidden, layers, bases
+
+    # ------------------------------------------------------------ packed rows
+
+    def _pack(self, st: _Window, work: list) -> list[_Row]:
+        """Suffixes into rows of at most ``pack_tokens`` (or the longest suffix), siblings over
+        the same base first (they share its past), first fit by decreasing length."""
+        longest = max((j[4] - j[3] for j in work), default=0)
+        room = max(self.pack_tokens, longest)
+        by_base: dict = {}
+        for j in work:
+            by_base.setdefault((j[0], st.plans[j[0]][0][j[1].key].base), []).append(j)
+        rows: list[_Row] = []
+        loose: list[_Row] = []
+        for key, members in by_base.items():
+            mine: list[_Row] = []
+            for j in sorted(members, key=lambda j: j[3] - j[4]):
+                n = j[4] - j[3]
+                row = next((r for r in mine if r.length + n <= room), None)
+                if row is None:
+                    row = _Row()
+                    mine.append(row)
+                row.add(key, j)
+            rows += mine[:-1]
+            loose.append(mine[-1])
+        # the last, partly filled row of each base: merged across bases while the row's past
+        # stays within its length (a long past limits the rows of a batch)
+        loose.sort(key=lambda r: -r.length)
+        merged: list[_Row] = []
+        for r in loose:
+            into = next((m for m in merged if m.length + r.length <= room and m.past + r.past <= room), None)
+            if into is None:
+                merged.append(r)
+            else:
+                into.merge(r)
+        return rows + merged
+
+    def _run_packed(self, st: _Window, batch: list[_Row]) -> None:
+        from transformers import DynamicCache
+
+        B, L, P = len(batch), max(r.length for r in batch), max(r.past for r in batch)
+        dtype = next(self.model.parameters()).dtype
+        ids = torch.zeros(B, L, dtype=torch.long)
+        pos = torch.zeros(B, L, dtype=torch.long)
+        allow = torch.zeros(B, 1, L, P + L, dtype=torch.bool)
+        allow[:, 0, torch.arange(L), P + torch.arange(L)] = True     # padding sees itself: no empty row
+        causal = torch.ones(L, L, dtype=torch.bool).tril()
+        spans, members, bases, where = [], [], [], []
+        for b, row in enumerate(batch):
+            seg, off = {}, 0
+            for key, plen in row.segments:
+                seg[key] = off
+                off += plen
+            a = 0
+            for key, (gi, it, p, start, end) in row.members:
+                n = end - start
+                x = [self.ctx] + it.ids
+                ids[b, a:a + n] = torch.tensor(x[start:end])
+                pos[b, a:a + n] = torch.arange(start, end)
+                allow[b, 0, a:a + n, seg[key]:seg[key] + start] = True
+                allow[b, 0, a:a + n, P + a:P + a + n] = causal[:n, :n]
+                spans.append((b * L + a, n, start))
+                members.append((gi, it, p, start, end))
+                where.append((b, a, n))
+                a += n
+        mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
+        del allow
+        row_bases = [[(seg_key, st.by_key(seg_key), plen) for seg_key, plen in row.segments] for row in batch]
+        kv0 = stored_kv(row_bases[0][0][1])
+        k0, v0 = kv0[0]
+        cache = []
+        for layer in range(len(kv0)):
+            K = k0.new_zeros(B, k0.shape[0], P, k0.shape[2])
+            V = v0.new_zeros(B, v0.shape[0], P, v0.shape[2])
+            for b, segs in enumerate(row_bases):
+                off = 0
+                for _, base, plen in segs:
+                    base.fill_kv(layer, K, V, b, plen, at=off)
+                    off += plen
+            cache.append((K, V))
+        base_of = {seg_key: base for segs in row_bases for seg_key, base, _ in segs}
+        del row_bases
+        logps, hidden, layers = self._forward(ids, mask, pos, DynamicCache(cache), spans)
+        del cache, mask
+        for k, ((gi, it, p, start, end), (b, a, n)) in enumerate(zip(members, where)):
+            keep = bool(st.children[gi].get(it.key))
+            kv = [(kk[b, :, P + a:P + a + n].clone(), vv[b, :, P + a:P + a + n].clone()) for kk, vv in layers] \
+                if keep else None
+            h = hidden[b, :, a:a + n].float().clone() if hidden is not None else None
+            own = Rows(logps[k], logps[k].argmax(-1), hidden=h, kv=kv)
+            base = base_of[(gi, st.plans[gi][0][it.key].base)]
+            self._finish(st, gi, it, Seq(base, it.ids, p, own, end, fresh=logps[k]))
+        del logps, hidden, layers, base_of
 
     def _forward_suffixes(self, batch, bases, keep):
         """Right-padded suffixes over their bases' caches, each row masked to its own prefix."""
@@ -247,25 +352,27 @@ class Scorer:
                 bases[b].fill_kv(layer, K, V, b, j[3])
             cache.append((K, V))
         lengths = [j[4] - j[3] for j in batch]
-        logps, hidden, layers = self._forward(ids, mask, pos, DynamicCache(cache), lengths)
+        logps, hidden, layers = self._forward(ids, mask, pos, DynamicCache(cache),
+                                              [(b * S, n, j[3]) for b, (n, j) in enumerate(zip(lengths, batch))])
         del cache
         own_kv = [[(k[b, :, P:P + lengths[b]].clone(), v[b, :, P:P + lengths[b]].clone()) for k, v in layers]
                   if keep[b] else None for b in range(B)]
         return logps, hidden, own_kv
 
-    def _forward(self, ids, mask, pos, cache, lengths):
-        """Run the model; log-probabilities only for the real (unpadded) positions of each row."""
+    def _forward(self, ids, mask, pos, cache, spans):
+        """Run the model; log-probabilities only for the real positions: ``spans`` (flat start
+        in the [rows x length] input, length, position of its first token), one tensor each."""
         kwargs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), "use_cache": True,
                   "output_hidden_states": self.drift}
         if pos is not None:
             kwargs["position_ids"] = pos.to(self.device)
         if cache is not None:
             kwargs[self._cache_arg] = cache
+        lengths = [n for _, n, _ in spans]
         self.computed_tokens += sum(lengths)
         self.padded_tokens += ids.numel()
-        first = pos[:, 0].tolist() if pos is not None else [0] * len(lengths)
-        self.attended += sum((s + n) * (s + n + 1) // 2 - s * (s + 1) // 2 for s, n in zip(first, lengths))
-        real = torch.cat([torch.arange(n) + b * ids.shape[1] for b, n in enumerate(lengths)]).to(self.device)
+        self.attended += sum((s + n) * (s + n + 1) // 2 - s * (s + 1) // 2 for _, n, s in spans)
+        real = torch.cat([torch.arange(a, a + n) for a, n, _ in spans]).to(self.device)
         if self._split:
             decoder, head = self._split
             out = decoder(**kwargs)
@@ -376,8 +483,12 @@ class _Window:
                     self.children[gi][it.parent] = self.children[gi].get(it.parent, 0) + 1
 
     def base(self, gi: int, it: Item) -> Seq:
-        key = self.plans[gi][0][it.key].base
-        return self.seeds[gi] if key is None else self.seqs[gi][key]
+        return self.by_key((gi, self.plans[gi][0][it.key].base))
+
+    def by_key(self, key: tuple) -> Seq:
+        """The text (group index, item key; None: the seed) that others extend."""
+        gi, k = key
+        return self.seeds[gi] if k is None else self.seqs[gi][k]
 
 
 def _kl(ref: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
@@ -396,3 +507,69 @@ def _attention_share(model) -> float:
     linear = 2 * (sum(p.numel() for p in model.parameters() if p.dim() == 2 and p is not embed)
                   + (head.numel() if head is embed else 0))
     return 4 * c.num_hidden_layers * heads * head_dim / linear
+
+
+class _Row:
+    """Suffixes packed into one input row: each attends to its base's past (one copy per
+    base in the row, as long as its longest member needs) and to itself."""
+
+    def __init__(self) -> None:
+        self.members: list = []          # (base key, job)
+        self.segments: list = []         # (base key, past positions), in row order
+        self.length = 0
+        self.past = 0
+
+    def add(self, key, job) -> None:
+        self.members.append((key, job))
+        self.length += job[4] - job[3]
+        for k, (seg, plen) in enumerate(self.segments):
+            if seg == key:
+                if job[3] > plen:
+                    self.segments[k] = (seg, job[3])
+                    self.past += job[3] - plen
+                return
+        self.segments.append((key, job[3]))
+        self.past += job[3]
+
+    def merge(self, other: _Row) -> None:
+        for key, job in other.members:
+            self.add(key, job)
+
+
+def _packable(model) -> bool:
+    """Whether rows can be packed: every layer attends to the whole past through the mask the
+    caller gives (no sliding-window layers), and a packed forward of two texts over one
+    shared past gives what each gives alone (checked on a short input)."""
+    c = model.config
+    if any("sliding" in str(t) for t in (getattr(c, "layer_types", None) or [])):
+        return False
+    if getattr(c, "sliding_window", None) and getattr(c, "use_sliding_window", True):
+        return False
+    from transformers import DynamicCache
+
+    dev = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    arg = cache_kwarg(model)
+    x = torch.tensor([[1, 2, 3, 4, 5, 6]], device=dev)
+    try:
+        with torch.inference_mode():
+            plain = model(input_ids=x).logits[0].float()
+            past = model(input_ids=x[:, :3], use_cache=True)
+            kv = [(k.clone(), v.clone()) for k, v in _kv_layers(getattr(past, "cache", None) or past.past_key_values)]
+            # row: past 0..2 of x; then x[3:6] (positions 3..5) and x[2:4] again at 2..3 over past 0..1
+            ids = torch.tensor([[4, 5, 6, 3, 4]], device=dev)
+            pos = torch.tensor([[3, 4, 5, 2, 3]], device=dev)
+            allow = torch.zeros(1, 1, 5, 8, dtype=torch.bool)
+            allow[0, 0, 0:3, 0:3] = True
+            allow[0, 0, 0:3, 3:6] = torch.ones(3, 3, dtype=torch.bool).tril()
+            allow[0, 0, 3:5, 0:2] = True
+            allow[0, 0, 3:5, 6:8] = torch.ones(2, 2, dtype=torch.bool).tril()
+            mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min).to(dev)
+            got = model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=True,
+                        **{arg: DynamicCache(kv)}).logits[0].float()
+    except Exception:  # any failure means: a row per text
+        return False
+    want = torch.cat([plain[3:6], plain[2:4]])
+    # float noise of a cached forward is ~1e-4 of the logits' scale (SmolLM2: 0.0024 of 33, as
+    # the unpacked path); attention that ignored the mask is off by the scale itself (27)
+    return float((want - got).abs().max()) <= 1e-2 * float(want.abs().max())
