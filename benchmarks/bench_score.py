@@ -5,7 +5,8 @@ Data-Juicer's perplexity filter do), on the default reference model.
 
 Two mixes, each scaled to at least --variants texts:
   examples  the variants of data/seeds.jsonl under the default recipe
-  long      paragraphs of 200-500 tokens (README and example sentences, English and
+  long      paragraphs of 200-500 tokens (sentences of the README frozen in
+            benchmarks/data/long_sentences.txt, and the example seeds; English and
             Russian) with the default recipe's edits spread over the text
 
 Every method scores the same thing per text: the log-probability of each of its tokens
@@ -38,7 +39,6 @@ import json
 import os
 import platform
 import random
-import re
 import resource
 import subprocess
 import sys
@@ -88,9 +88,10 @@ def example_groups(tk, n_variants: int) -> list[Group]:
 
 
 def long_texts(tk, rng: random.Random, count: int) -> list[str]:
-    """Paragraphs of 200-500 tokens from the README's sentences and the example seeds."""
-    readme = re.sub(r"```.*?```|`|\|[^\n]*|#+ |\*\*", " ", (ROOT / "README.md").read_text(), flags=re.DOTALL)
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(readme.split())) if len(s.split()) > 4]
+    """Paragraphs of 200-500 tokens from fixed sentences and the example seeds. The sentences
+    (benchmarks/data/long_sentences.txt) are the README's prose as it stood at 2e78700, one per
+    line, frozen so that editing the README no longer changes the mix."""
+    sentences = (Path(__file__).parent / "data" / "long_sentences.txt").read_text(encoding="utf-8").splitlines()
     for s in read_seeds(str(ROOT / "data" / "seeds.jsonl")).seeds:
         if s.parts is None and "\n" not in s.text:
             sentences.append(s.text.strip())

@@ -27,6 +27,7 @@ Positions past the window are neither computed nor stored: the ripple has died o
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -82,7 +83,9 @@ class Scorer:
     float16 halves their memory, see the README for the error).
     ``window_tokens``: seed and variant tokens scored together (default 2 x batch tokens).
     ``max_memory``: bytes the run may take; the window then also closes before its planned
-    kept rows pass what is left (``memory_plan``)."""
+    kept rows pass what is left (``memory_plan``).
+    ``pack_tokens``: suffixes are packed into rows of this many tokens (0: a row each);
+    ``packed`` says whether the model allows it (``_packable``)."""
 
     def __init__(self, model, context_id: int, *, batch_tokens: int = 2048, drift: bool = False,
                  drift_threshold: float = 0.1, window_tokens: int | None = None, max_rows: int = 256,
@@ -108,7 +111,7 @@ class Scorer:
         self._split = _split_model(model)
         self._attn_share = _attention_share(model)
         self.pack_tokens = pack_tokens
-        self._packs = pack_tokens > 0 and _packable(model)
+        self.packed = pack_tokens > 0 and _packable(model)
         if max_memory:
             self.memory_plan(max_memory)
         self._cache_arg = cache_kwarg(self._split[0] if self._split else model)
@@ -210,7 +213,7 @@ class Scorer:
         del jobs
         overhead = max(16, self.batch_tokens // 16)
         share = lambda s: s * self._attn_share + COPY_SHARE  # noqa: E731
-        if self._packs:
+        if self.packed:
             # packed rows: a row's cost is its length, its past the pasts of its bases
             rows = sorted(self._pack(st, work), key=lambda r: (r.length, r.past))
             for batch in _batches(rows, lambda r: r.length, self.batch_tokens, self.max_rows, overhead,
@@ -536,10 +539,19 @@ class _Row:
             self.add(key, job)
 
 
+_PACKABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> checked once per process
+
+
 def _packable(model) -> bool:
     """Whether rows can be packed: every layer attends to the whole past through the mask the
     caller gives (no sliding-window layers), and a packed forward of two texts over one
-    shared past gives what each gives alone (checked on a short input)."""
+    shared past gives what each gives alone (checked on a short input, once per model)."""
+    if model not in _PACKABLE:
+        _PACKABLE[model] = _check_packing(model)
+    return _PACKABLE[model]
+
+
+def _check_packing(model) -> bool:
     c = model.config
     if any("sliding" in str(t) for t in (getattr(c, "layer_types", None) or [])):
         return False

@@ -39,6 +39,7 @@ def build_manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: R
                  "drift_threshold": opts.drift_threshold if opts.drift else None,
                  "ripple_window": {"tokens": opts.ripple_window, "definition": RIPPLE_DEFINITION},
                  "max_memory_gb": opts.max_memory, "max_rows_kept": sc.get("max_rows_kept"),
+                 "packed_rows": sc.get("packed_rows"),
                  "budget_overrides": [str(x) for x in opts.budget],
                  "budgets": {r.name: [str(x) for x in budgets[id(r)]] for r in used},
                  "volatility": summary.budget.distribution(),

@@ -37,4 +37,5 @@ def scored(expanded, lm, tk: RefTokenizer, opts: Options, summary: Summary):
         sc[key] = sc.get(key, 0) + n
     sc.update(batch_tokens=batch_tokens, context_token=tk.hf.convert_ids_to_tokens(ctx), drift=opts.drift,
               drift_threshold=opts.drift_threshold if opts.drift else None,
-              ripple_window=opts.ripple_window, max_memory=opts.max_memory, max_rows_kept=scorer.max_rows_kept)
+              ripple_window=opts.ripple_window, max_memory=opts.max_memory, max_rows_kept=scorer.max_rows_kept,
+              packed_rows=scorer.packed)
