@@ -273,8 +273,6 @@ class Scorer:
         return rows + merged
 
     def _run_packed(self, st: _Window, batch: list[_Row]) -> None:
-        from transformers import DynamicCache
-
         B, L, P = len(batch), max(r.length for r in batch), max(r.past for r in batch)
         dtype = next(self.model.parameters()).dtype
         ids = torch.zeros(B, L, dtype=torch.long)
@@ -303,21 +301,17 @@ class Scorer:
         mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
         del allow
         row_bases = [[(seg_key, st.by_key(seg_key), plen) for seg_key, plen in row.segments] for row in batch]
-        kv0 = stored_kv(row_bases[0][0][1])
-        k0, v0 = kv0[0]
-        cache = []
-        for layer in range(len(kv0)):
-            K = k0.new_zeros(B, k0.shape[0], P, k0.shape[2])
-            V = v0.new_zeros(B, v0.shape[0], P, v0.shape[2])
+        def fill(layer, K, V):
             for b, segs in enumerate(row_bases):
                 off = 0
                 for _, base, plen in segs:
                     base.fill_kv(layer, K, V, b, plen, at=off)
                     off += plen
-            cache.append((K, V))
+
+        cache = _past_cache(stored_kv(row_bases[0][0][1]), B, P, fill)
         base_of = {seg_key: base for segs in row_bases for seg_key, base, _ in segs}
         del row_bases
-        logps, hidden, layers = self._forward(ids, mask, pos, DynamicCache(cache), spans)
+        logps, hidden, layers = self._forward(ids, mask, pos, cache, spans)
         del cache, mask
         for k, ((gi, it, p, start, end), (b, a, n)) in enumerate(zip(members, where)):
             keep = bool(st.children[gi].get(it.key))
@@ -331,8 +325,6 @@ class Scorer:
 
     def _forward_suffixes(self, batch, bases, keep):
         """Right-padded suffixes over their bases' caches, each row masked to its own prefix."""
-        from transformers import DynamicCache
-
         B = len(batch)
         S = max(j[4] - j[3] for j in batch)
         P = max(j[3] for j in batch)
@@ -345,17 +337,14 @@ class Scorer:
             pos[b] = torch.arange(start, start + S)
             mask[b, :start] = 1
             mask[b, P:P + end - start] = 1
-        cache = []
-        kv0 = stored_kv(bases[0])
-        k0, v0 = kv0[0]
-        for layer in range(len(kv0)):
-            K = k0.new_zeros(B, k0.shape[0], P, k0.shape[2])
-            V = v0.new_zeros(B, v0.shape[0], P, v0.shape[2])
+
+        def fill(layer, K, V):
             for b, j in enumerate(batch):
                 bases[b].fill_kv(layer, K, V, b, j[3])
-            cache.append((K, V))
+
+        cache = _past_cache(stored_kv(bases[0]), B, P, fill)
         lengths = [j[4] - j[3] for j in batch]
-        logps, hidden, layers = self._forward(ids, mask, pos, DynamicCache(cache),
+        logps, hidden, layers = self._forward(ids, mask, pos, cache,
                                               [(b * S, n, j[3]) for b, (n, j) in enumerate(zip(lengths, batch))])
         del cache
         own_kv = [[(k[b, :, P:P + lengths[b]].clone(), v[b, :, P:P + lengths[b]].clone()) for k, v in layers]
@@ -497,6 +486,23 @@ class _Window:
 def _kl(ref: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
     """KL(P_ref || P_seq) per row, from log-probabilities (views of kept rows: not modified)."""
     return torch.nn.functional.kl_div(seq, ref, reduction="none", log_target=True).sum(-1)
+
+
+def _past_cache(kv0, B: int, P: int, fill):
+    """A batch's past as a cache: per layer, [B, KV heads, P, head dim] filled by
+    ``fill(layer, K, V)`` and handed over at once (the cache keeps its own copy), so that only
+    one copy of the past is held while the forward grows it layer by layer."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    k0, v0 = kv0[0]
+    for layer in range(len(kv0)):
+        K = k0.new_zeros(B, k0.shape[0], P, k0.shape[2])
+        V = v0.new_zeros(B, v0.shape[0], P, v0.shape[2])
+        fill(layer, K, V)
+        cache.update(K, V, layer)
+        del K, V
+    return cache
 
 
 def _attention_share(model) -> float:
