@@ -23,11 +23,15 @@ of b (a deletion counts at the token after it), and the ripple window the positi
   nll                       b's mean -log P per token; past its window against the seed, a
                             token's log-probability is the seed's at the aligned position
 Positions past the window are neither computed nor stored: the ripple has died out there
-(the README's Volatility section has the measured decay)."""
+(the README's Volatility section has the measured decay).
+
+Over 400 lines: one scoring window's state (plans, bases, kept rows, each parent released
+when its last child is measured) is read and changed by the seeds' forward, both batch paths
+(packed rows, pack.py; a row per suffix for models that cannot pack) and the metrics; apart,
+each would hand the window's internals to the others."""
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -47,6 +51,7 @@ from .forward import (  # noqa: F401  (re-exported: other commands import them f
     log_softmax_in_place,
     pad_batch,
 )
+from .pack import Row, pack_rows, packable, past_cache
 from .rows import Change, Rows, Seq, alignment, common_prefix, plan_group, stored_kv  # noqa: F401
 
 RIPPLE_WINDOW = 32   # tokens past the last change; chosen from the measured decay (README, Volatility)
@@ -85,7 +90,7 @@ class Scorer:
     ``max_memory``: bytes the run may take; the window then also closes before its planned
     kept rows pass what is left (``memory_plan``).
     ``pack_tokens``: suffixes are packed into rows of this many tokens (0: a row each);
-    ``packed`` says whether the model allows it (``_packable``)."""
+    ``packed`` says whether they were (``pack.packable``; None until a variant was scored)."""
 
     def __init__(self, model, context_id: int, *, batch_tokens: int = 2048, drift: bool = False,
                  drift_threshold: float = 0.1, window_tokens: int | None = None, max_rows: int = 256,
@@ -111,7 +116,7 @@ class Scorer:
         self._split = _split_model(model)
         self._attn_share = _attention_share(model)
         self.pack_tokens = pack_tokens
-        self.packed = pack_tokens > 0 and _packable(model)
+        self.packed: bool | None = None   # decided when the first variant is scored (pack.packable)
         if max_memory:
             self.memory_plan(max_memory)
         self._cache_arg = cache_kwarg(self._split[0] if self._split else model)
@@ -142,7 +147,8 @@ class Scorer:
 
     def memory_plan(self, max_memory: float) -> int:
         """Size the window for ``max_memory`` bytes in all: what is left after the weights, one
-        batch's log-probabilities, its copied past (twice: the cache and attention's copy) and
+        batch's log-probabilities, its past as the forward grows it (the copied past and the
+        batch's own positions) and
         a runtime allowance, in full rows kept for later comparisons. Sets and returns it."""
         vocab = self.model.get_output_embeddings().weight.shape[0]
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -150,7 +156,7 @@ class Scorer:
         heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         kv = c.num_hidden_layers * 2 * heads * head_dim * 4          # bytes per cached position
-        batch = self.batch_tokens * vocab * 4 + 2 * PAST_SHARE * self.batch_tokens * kv
+        batch = self.batch_tokens * vocab * 4 + (PAST_SHARE + 1) * self.batch_tokens * kv
         fixed = weights + batch + RUNTIME_BYTES
         row = vocab * torch.empty((), dtype=self.ref_dtype).element_size() + kv
         if max_memory <= fixed + 64 * row:
@@ -213,9 +219,12 @@ class Scorer:
         del jobs
         overhead = max(16, self.batch_tokens // 16)
         share = lambda s: s * self._attn_share + COPY_SHARE  # noqa: E731
+        if self.packed is None and work:   # checked when needed: a run whose seeds all fail runs nothing
+            self.packed = self.pack_tokens > 0 and packable(self.model)
         if self.packed:
             # packed rows: a row's cost is its length, its past the pasts of its bases
-            rows = sorted(self._pack(st, work), key=lambda r: (r.length, r.past))
+            rows = sorted(pack_rows(work, lambda j: (j[0], st.plans[j[0]][0][j[1].key].base), self.pack_tokens),
+                          key=lambda r: (r.length, r.past))
             for batch in _batches(rows, lambda r: r.length, self.batch_tokens, self.max_rows, overhead,
                                   past=lambda r: r.past, past_budget=PAST_SHARE * self.batch_tokens,
                                   past_weight=share):
@@ -239,40 +248,7 @@ class Scorer:
 
     # ------------------------------------------------------------ packed rows
 
-    def _pack(self, st: _Window, work: list) -> list[_Row]:
-        """Suffixes into rows of at most ``pack_tokens`` (or the longest suffix), siblings over
-        the same base first (they share its past), first fit by decreasing length."""
-        longest = max((j[4] - j[3] for j in work), default=0)
-        room = max(self.pack_tokens, longest)
-        by_base: dict = {}
-        for j in work:
-            by_base.setdefault((j[0], st.plans[j[0]][0][j[1].key].base), []).append(j)
-        rows: list[_Row] = []
-        loose: list[_Row] = []
-        for key, members in by_base.items():
-            mine: list[_Row] = []
-            for j in sorted(members, key=lambda j: j[3] - j[4]):
-                n = j[4] - j[3]
-                row = next((r for r in mine if r.length + n <= room), None)
-                if row is None:
-                    row = _Row()
-                    mine.append(row)
-                row.add(key, j)
-            rows += mine[:-1]
-            loose.append(mine[-1])
-        # the last, partly filled row of each base: merged across bases while the row's past
-        # stays within its length (a long past limits the rows of a batch)
-        loose.sort(key=lambda r: -r.length)
-        merged: list[_Row] = []
-        for r in loose:
-            into = next((m for m in merged if m.length + r.length <= room and m.past + r.past <= room), None)
-            if into is None:
-                merged.append(r)
-            else:
-                into.merge(r)
-        return rows + merged
-
-    def _run_packed(self, st: _Window, batch: list[_Row]) -> None:
+    def _run_packed(self, st: _Window, batch: list[Row]) -> None:
         B, L, P = len(batch), max(r.length for r in batch), max(r.past for r in batch)
         dtype = next(self.model.parameters()).dtype
         ids = torch.zeros(B, L, dtype=torch.long)
@@ -280,7 +256,7 @@ class Scorer:
         allow = torch.zeros(B, 1, L, P + L, dtype=torch.bool)
         allow[:, 0, torch.arange(L), P + torch.arange(L)] = True     # padding sees itself: no empty row
         causal = torch.ones(L, L, dtype=torch.bool).tril()
-        spans, members, bases, where = [], [], [], []
+        spans, members, where = [], [], []
         for b, row in enumerate(batch):
             seg, off = {}, 0
             for key, plen in row.segments:
@@ -301,6 +277,7 @@ class Scorer:
         mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
         del allow
         row_bases = [[(seg_key, st.by_key(seg_key), plen) for seg_key, plen in row.segments] for row in batch]
+
         def fill(layer, K, V):
             for b, segs in enumerate(row_bases):
                 off = 0
@@ -308,7 +285,7 @@ class Scorer:
                     base.fill_kv(layer, K, V, b, plen, at=off)
                     off += plen
 
-        cache = _past_cache(stored_kv(row_bases[0][0][1]), B, P, fill)
+        cache = past_cache(stored_kv(row_bases[0][0][1]), B, P, fill)
         base_of = {seg_key: base for segs in row_bases for seg_key, base, _ in segs}
         del row_bases
         logps, hidden, layers = self._forward(ids, mask, pos, cache, spans)
@@ -342,7 +319,7 @@ class Scorer:
             for b, j in enumerate(batch):
                 bases[b].fill_kv(layer, K, V, b, j[3])
 
-        cache = _past_cache(stored_kv(bases[0]), B, P, fill)
+        cache = past_cache(stored_kv(bases[0]), B, P, fill)
         lengths = [j[4] - j[3] for j in batch]
         logps, hidden, layers = self._forward(ids, mask, pos, cache,
                                               [(b * S, n, j[3]) for b, (n, j) in enumerate(zip(lengths, batch))])
@@ -488,23 +465,6 @@ def _kl(ref: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.kl_div(seq, ref, reduction="none", log_target=True).sum(-1)
 
 
-def _past_cache(kv0, B: int, P: int, fill):
-    """A batch's past as a cache: per layer, [B, KV heads, P, head dim] filled by
-    ``fill(layer, K, V)`` and handed over at once (the cache keeps its own copy), so that only
-    one copy of the past is held while the forward grows it layer by layer."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    k0, v0 = kv0[0]
-    for layer in range(len(kv0)):
-        K = k0.new_zeros(B, k0.shape[0], P, k0.shape[2])
-        V = v0.new_zeros(B, v0.shape[0], P, v0.shape[2])
-        fill(layer, K, V)
-        cache.update(K, V, layer)
-        del K, V
-    return cache
-
-
 def _attention_share(model) -> float:
     """FLOPs of one query attending to one key, over a position's matmul FLOPs (SmolLM2:
     1/3900): what a past position costs per suffix token."""
@@ -516,78 +476,3 @@ def _attention_share(model) -> float:
     linear = 2 * (sum(p.numel() for p in model.parameters() if p.dim() == 2 and p is not embed)
                   + (head.numel() if head is embed else 0))
     return 4 * c.num_hidden_layers * heads * head_dim / linear
-
-
-class _Row:
-    """Suffixes packed into one input row: each attends to its base's past (one copy per
-    base in the row, as long as its longest member needs) and to itself."""
-
-    def __init__(self) -> None:
-        self.members: list = []          # (base key, job)
-        self.segments: list = []         # (base key, past positions), in row order
-        self.length = 0
-        self.past = 0
-
-    def add(self, key, job) -> None:
-        self.members.append((key, job))
-        self.length += job[4] - job[3]
-        for k, (seg, plen) in enumerate(self.segments):
-            if seg == key:
-                if job[3] > plen:
-                    self.segments[k] = (seg, job[3])
-                    self.past += job[3] - plen
-                return
-        self.segments.append((key, job[3]))
-        self.past += job[3]
-
-    def merge(self, other: _Row) -> None:
-        for key, job in other.members:
-            self.add(key, job)
-
-
-_PACKABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # model -> checked once per process
-
-
-def _packable(model) -> bool:
-    """Whether rows can be packed: every layer attends to the whole past through the mask the
-    caller gives (no sliding-window layers), and a packed forward of two texts over one
-    shared past gives what each gives alone (checked on a short input, once per model)."""
-    if model not in _PACKABLE:
-        _PACKABLE[model] = _check_packing(model)
-    return _PACKABLE[model]
-
-
-def _check_packing(model) -> bool:
-    c = model.config
-    if any("sliding" in str(t) for t in (getattr(c, "layer_types", None) or [])):
-        return False
-    if getattr(c, "sliding_window", None) and getattr(c, "use_sliding_window", True):
-        return False
-    from transformers import DynamicCache
-
-    dev = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    arg = cache_kwarg(model)
-    x = torch.tensor([[1, 2, 3, 4, 5, 6]], device=dev)
-    try:
-        with torch.inference_mode():
-            plain = model(input_ids=x).logits[0].float()
-            past = model(input_ids=x[:, :3], use_cache=True)
-            kv = [(k.clone(), v.clone()) for k, v in _kv_layers(getattr(past, "cache", None) or past.past_key_values)]
-            # row: past 0..2 of x; then x[3:6] (positions 3..5) and x[2:4] again at 2..3 over past 0..1
-            ids = torch.tensor([[4, 5, 6, 3, 4]], device=dev)
-            pos = torch.tensor([[3, 4, 5, 2, 3]], device=dev)
-            allow = torch.zeros(1, 1, 5, 8, dtype=torch.bool)
-            allow[0, 0, 0:3, 0:3] = True
-            allow[0, 0, 0:3, 3:6] = torch.ones(3, 3, dtype=torch.bool).tril()
-            allow[0, 0, 3:5, 0:2] = True
-            allow[0, 0, 3:5, 6:8] = torch.ones(2, 2, dtype=torch.bool).tril()
-            mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min).to(dev)
-            got = model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=True,
-                        **{arg: DynamicCache(kv)}).logits[0].float()
-    except Exception:  # any failure means: a row per text
-        return False
-    want = torch.cat([plain[3:6], plain[2:4]])
-    # float noise of a cached forward is ~1e-4 of the logits' scale (SmolLM2: 0.0024 of 33, as
-    # the unpacked path); attention that ignored the mask is off by the scale itself (27)
-    return float((want - got).abs().max()) <= 1e-2 * float(want.abs().max())
