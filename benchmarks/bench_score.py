@@ -51,7 +51,7 @@ from microvar.dsl.recipe import METRICS, load_recipe
 from microvar.expand.expander import Expander
 from microvar.expand.seeds import Seed, read_seeds
 from microvar.model.load import load_model, load_tokenizer, pick_device
-from microvar.model.score import RIPPLE_WINDOW, Group, Item, Scorer, context_token
+from microvar.model.score import RIPPLE_WINDOW, Group, Item, Scorer, context_token, flops_per_position
 from microvar.pipeline.inputs import choose_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,18 +246,6 @@ def matmul_peak(device, dtype) -> float:
 def _sync(device) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def flops_per_position(model) -> tuple[float, float]:
-    """(matmul FLOPs per position, attention FLOPs per position per attended key)."""
-    c = model.config
-    embed = model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight
-    # every 2-D weight is a matmul except the input embedding (a lookup); a tied head is that same tensor
-    body = sum(p.numel() for p in model.parameters() if p.dim() == 2 and p is not embed)
-    linear = 2 * (body + (head.numel() if head is embed else 0))
-    attn = 4 * c.num_hidden_layers * c.num_attention_heads * (c.hidden_size // c.num_attention_heads)
-    return linear, attn
 
 
 def achieved_flops(model, scorer, seconds) -> float:

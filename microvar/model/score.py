@@ -465,9 +465,9 @@ def _kl(ref: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.kl_div(seq, ref, reduction="none", log_target=True).sum(-1)
 
 
-def _attention_share(model) -> float:
-    """FLOPs of one query attending to one key, over a position's matmul FLOPs (SmolLM2:
-    1/3900): what a past position costs per suffix token."""
+def flops_per_position(model) -> tuple[float, float]:
+    """(matmul FLOPs per position, attention FLOPs per position per attended key). Every 2-D
+    weight is a matmul except the input embedding (a lookup); a tied head is that tensor."""
     c = model.config
     heads = c.num_attention_heads
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
@@ -475,4 +475,11 @@ def _attention_share(model) -> float:
     head = model.get_output_embeddings().weight
     linear = 2 * (sum(p.numel() for p in model.parameters() if p.dim() == 2 and p is not embed)
                   + (head.numel() if head is embed else 0))
-    return 4 * c.num_hidden_layers * heads * head_dim / linear
+    return linear, 4 * c.num_hidden_layers * heads * head_dim
+
+
+def _attention_share(model) -> float:
+    """One query attending to one key, over a position's matmul FLOPs (SmolLM2: 1/3900): what
+    a past position costs per suffix token."""
+    linear, attn = flops_per_position(model)
+    return attn / linear
