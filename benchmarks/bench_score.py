@@ -132,8 +132,9 @@ def _group(result) -> Group:
 
 
 def run_microvar(model, ctx, groups, batch_tokens, window: int = RIPPLE_WINDOW,
-                 ref_dtype=torch.float32) -> tuple[float, Scorer, dict]:
-    scorer = Scorer(model, ctx, batch_tokens=batch_tokens, ripple_window=window, ref_dtype=ref_dtype)
+                 ref_dtype=torch.float32, seed_context: bool = True) -> tuple[float, Scorer, dict]:
+    scorer = Scorer(model, ctx, batch_tokens=batch_tokens, ripple_window=window, ref_dtype=ref_dtype,
+                    seed_context=seed_context)
     start = time.perf_counter()
     metrics = {g.key: m for g, m in scorer.score(groups)}
     dt = time.perf_counter() - start
@@ -258,7 +259,7 @@ def achieved_flops(model, scorer, seconds) -> float:
 
 
 def rss_child(n_seeds: int, cap: int, device: str, batch_tokens: int, window: int = RIPPLE_WINDOW,
-              ref_dtype=torch.float32) -> None:
+              ref_dtype=torch.float32, seed_context: bool = True) -> None:
     tk, ref = load_tokenizer()
     lm = load_model(ref, device)
     rng = random.Random(1)
@@ -271,7 +272,7 @@ def rss_child(n_seeds: int, cap: int, device: str, batch_tokens: int, window: in
             yield _group(expander.expand(Seed(f"long{k}", text, None), recipe))
 
     scorer = Scorer(lm.model, context_token(tk.hf), batch_tokens=batch_tokens, ripple_window=window,
-                    ref_dtype=ref_dtype)
+                    ref_dtype=ref_dtype, seed_context=seed_context)
     count = sum(len(m) for _, m in scorer.score(stream()))
     print(json.dumps({"seeds": n_seeds, "scored": count, "peak_rss_mb": peak_rss_mb()}))
 
@@ -327,6 +328,8 @@ def main() -> None:
     ap.add_argument("--ripple-window", type=int, default=RIPPLE_WINDOW, help="tokens past the last change (0: all)")
     ap.add_argument("--ref-dtype", choices=["float32", "float16"], default="float32",
                     help="precision of the rows kept for later comparisons")
+    ap.add_argument("--own-context", action="store_true",
+                    help="measure later changes in the variant's own text (the scorer's seed_context=False)")
     ap.add_argument("--diff-seeds", type=int, default=6,
                     help="long-mix seeds scored again with window 0 for the differences (0: skip; the examples: all)")
     ap.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -335,7 +338,7 @@ def main() -> None:
     batch_tokens = args.batch_tokens or (16384 if device == "cuda" else 2048)
     ref_dtype = getattr(torch, args.ref_dtype)
     if args.rss_child is not None:
-        rss_child(args.rss_child, args.rss_cap, device, batch_tokens, args.ripple_window, ref_dtype)
+        rss_child(args.rss_child, args.rss_cap, device, batch_tokens, args.ripple_window, ref_dtype, not args.own_context)
         return
 
     tk, ref = load_tokenizer()
@@ -346,7 +349,8 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "") + f", dtype {lm.dtype}")
     print(f"model: {lm.name}; batch tokens {batch_tokens}; matmul peak {peak / 1e9:.1f} GFLOP/s; "
-          f"ripple window {args.ripple_window}; kept rows in {args.ref_dtype}")
+          f"ripple window {args.ripple_window}; changes in the {'variant' if args.own_context else 'seed'}'s context; "
+          f"kept rows in {args.ref_dtype}")
     rng = random.Random(0)
     result, later, mv_peak, whole = {}, {}, {}, 0.0
     mixes = {"both": ["examples", "long"], "none": []}.get(args.mix, [args.mix])
@@ -359,7 +363,8 @@ def main() -> None:
               f"(mean {positions / len(texts):.0f} tokens); built in {time.perf_counter() - t0:.1f} s")
         whole = max(whole, peak_rss_mb())
         own = reset_peak()
-        t_mv, scorer, metrics = run_microvar(model, ctx, groups, batch_tokens, args.ripple_window, ref_dtype)
+        t_mv, scorer, metrics = run_microvar(model, ctx, groups, batch_tokens, args.ripple_window, ref_dtype,
+                                             not args.own_context)
         mv_peak[mix] = peak_rss_mb() if own else None
         bound = scorer.total_tokens / scorer.computed_tokens
         mv_rate = positions / t_mv
@@ -402,7 +407,8 @@ def main() -> None:
     rss_ratio = None
     if args.rss_seeds:
         rss = measure_rss(args.rss_seeds, args.rss_cap, device, batch_tokens,
-                          ["--ripple-window", str(args.ripple_window), "--ref-dtype", args.ref_dtype])
+                          ["--ripple-window", str(args.ripple_window), "--ref-dtype", args.ref_dtype]
+                          + (["--own-context"] if args.own_context else []))
         small, big = rss[args.rss_seeds], rss[10 * args.rss_seeds]
         rss_ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
         print(f"\npeak RSS: {small['peak_rss_mb']:.0f} MB for {small['seeds']} long seeds ({small['scored']} texts), "
@@ -410,6 +416,7 @@ def main() -> None:
     last = dict(result.get("long", result.get("examples")) or {})
     last["rss_ratio_10x"] = round(rss_ratio, 3) if rss_ratio else None
     last["ripple_window"] = args.ripple_window
+    last["seed_context"] = not args.own_context
     last.setdefault("peak_rss_mb", None)      # microvar scoring the long mix (the examples' if only they ran)
     last["bench_peak_rss_mb"] = round(whole, 1)
     last.setdefault("metric_diff_p99", None)

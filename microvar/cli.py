@@ -133,6 +133,9 @@ def main(verbose: bool) -> None:
               help="Relative hidden-state change that counts as drift.")
 @click.option("--ripple-window", type=click.IntRange(min=0), default=32, show_default=True, metavar="W",
               help="Measure a variant W tokens past its last change (0: to the end of the text).")
+@click.option("--own-context", is_flag=True,
+              help="With a window, measure every change in the variant's own text, from its first change to W "
+                   "past its last (slower where edits are far apart), not each in the seed's context.")
 @click.option("--max-memory", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GB",
               help="Size the scoring window so the run stays under GB (default: 2 x batch tokens a window).")
 @click.option("--variants", type=click.IntRange(min=1), default=None, help="Cap on variants per seed (default: the recipe's, 64).")
@@ -177,7 +180,7 @@ def main(verbose: bool) -> None:
               help="ray: attach to this cluster ('auto' after `ray start --head`) instead of starting Ray here.")
 @_quiet()
 def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, budget, drift, drift_threshold,
-           ripple_window, max_memory, variants,
+           ripple_window, own_context, max_memory, variants,
            seed, skip_invalid, split_long, fmt, prompt_from, separator, chat_template, schedule, presentations,
            bridges, license_, holdout, resume, shard_seeds, overwrite, engine, workers, gpus_per_worker, ray_address,
            quiet):
@@ -195,7 +198,7 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
                    chat_template=chat_template, schedule=schedule, presentations=presentations, license=license_, bridges=bridges,
                    resume=resume, shard_seeds=shard_seeds, holdout=holdout, engine=engine,
                    workers=workers or (2 if engine == "ray" else 1), gpus_per_worker=gpus_per_worker,
-                   ray_address=ray_address, ripple_window=ripple_window,
+                   ray_address=ray_address, ripple_window=ripple_window, own_context=own_context,
                    max_memory=max_memory)
     if fmt != "messages" and chat_template:
         raise MicrovarError("--chat-template is for --format messages")

@@ -72,6 +72,9 @@ def test_kill_9_then_resume_gives_the_same_dataset(tmp_path, many_seeds, model_d
     window = subprocess.run(_command(many_seeds, broken, model_dir, "--resume", "--ripple-window", "0"),
                             capture_output=True, text=True)   # another window: other metrics
     assert window.returncode == 2 and "--ripple-window" in window.stderr
+    own = subprocess.run(_command(many_seeds, broken, model_dir, "--resume", "--own-context"),
+                         capture_output=True, text=True)   # changes measured in another context
+    assert own.returncode == 2 and "--own-context" in own.stderr
 
     resumed = subprocess.run(_command(many_seeds, broken, model_dir, "--resume", quiet=False),
                              capture_output=True, text=True)

@@ -33,17 +33,63 @@ def full_logp(model, ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(out.logits[0].double(), -1), torch.stack(out.hidden_states)[:, 0].double()
 
 
+def zoned_states(model, group: Group, window: int, drift: bool) -> dict:
+    """Per item key (and None: the seed) its rows and hidden states with each change in the
+    seed's context, one text at a time from plain forwards: the seed's rows, except within W
+    tokens of each run of changes (runs less than W apart merged), where they are the rows of
+    the seed cut before the run with the run's tokens after it."""
+    seed = group.seed_ids
+    sl, sh = full_logp(model, seed)
+    out = {None: (sl, sh)}
+    for it in group.items:
+        ids = it.ids
+        ch = Change.of(seed, ids)
+        rows = torch.empty(len(ids) + 1, sl.shape[1], dtype=sl.dtype)
+        hid = torch.empty(sh.shape[0], len(ids) + 1, sh.shape[2], dtype=sh.dtype)
+        for q in range(len(ids) + 1):   # the seed's, at the aligned position
+            i = _aligned(ch, q)
+            rows[q], hid[:, q] = sl[i], sh[:, i]
+        for s, ss, last in ch.regions(window):
+            e = min(len(ids), last + window) + (1 if drift else 0)
+            zl, zh = full_logp(model, seed[:ss] + ids[s:min(len(ids), e)])
+            rows[s:e] = zl[ss:ss + e - s]
+            hid[:, s:e] = zh[:, ss:ss + e - s]
+        out[it.key] = (rows, hid)
+    return out
+
+
+def _aligned(ch: Change, q: int) -> int:
+    """Row q of ids at the seed's row in the same equal run (the run after q's token, past the end)."""
+    runs = [(0, 0, ch.f)] + list(ch.blocks)
+    for i0, j0, n in reversed(runs):
+        if j0 <= q:
+            return min(i0 + q - j0, ch.m)
+    return q
+
+
+def _prefix(a: list[int], b: list[int]) -> int:
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    return k
+
+
 def reference(model, ref: list[int], ids: list[int], threshold: float, window: int = 0,
-              seed: list[int] | None = None) -> dict:
+              seed: list[int] | None = None, states=None, own_end: int | None = None, each: bool = False) -> dict:
     """The metrics written out position by position, one text at a time: over the aligned
     tokens of ``ids`` from the first change to ``window`` tokens past the last (0: all);
-    nll past the window against ``seed`` takes the seed's log-probability there."""
-    la, ha = full_logp(model, ref)
-    lb, hb = full_logp(model, ids)
+    nll past the window against ``seed`` takes the seed's log-probability there.
+    ``states``: (ref's, ids's, seed's) rows and hidden states (default: full forwards);
+    ``own_end``: where nll starts taking the seed's (default: the window's end)."""
+    seed = ref if seed is None else seed
+    (la, ha), (lb, hb), (ls, _) = states or (full_logp(model, ref), full_logp(model, ids), full_logp(model, seed))
     ch = Change.of(ref, ids)
     new, e = ch.new, ch.end(window)
     ri = [i0 + k for i0, j0, n in ch.blocks for k in range(n) if j0 + k < e]
     ci = [j0 + k for _, j0, n in ch.blocks for k in range(n) if j0 + k < e]
+    if each and window:   # only the tokens within W of some change
+        near = [any(a <= j < b + window for a, _, b in ch.regions(window)) for j in ci]
+        ri, ci = [i for i, k in zip(ri, near) if k], [j for j, k in zip(ci, near) if k]
     s = [-float(lb[j, ids[j]]) for j in new]
     kls, dns, agree, drifts = [], [], [], []
     for i, j in zip(ri, ci):
@@ -54,9 +100,7 @@ def reference(model, ref: list[int], ids: list[int], threshold: float, window: i
         drifts.append([float((hb[l, j + 1] - ha[l, i + 1]).norm() / ha[l, i + 1].norm()) for l in range(ha.shape[0])])
     mean = lambda xs, empty=0.0: sum(xs) / len(xs) if xs else empty
     curve = [mean([d[l] for d in drifts]) for l in range(ha.shape[0])]
-    seed = ref if seed is None else seed
-    ls = full_logp(model, seed)[0]
-    own = Change.of(seed, ids).end(window)
+    own = Change.of(seed, ids).end(window) if own_end is None else own_end
     shift = len(seed) - len(ids)
     nll = [-float(lb[k, t]) if k < own else -float(ls[k + shift, t]) for k, t in enumerate(ids)]
     return {"surprisal": mean(s), "surprisal_max": max(s, default=0.0), "ripple_kl": mean(kls),
@@ -99,29 +143,39 @@ def make_groups(rng: random.Random) -> list[Group]:
     return groups
 
 
-@pytest.mark.parametrize("batch_tokens,drift,window,pack", [
-    (64, False, 0, 128), (4096, False, 0, 128), (96, True, 0, 128), (64, False, 3, 128), (4096, False, 1, 128),
-    (96, True, 2, 128), (4096, False, 8, 128),
-    (64, False, 0, 0), (96, True, 2, 0),              # a row per text
-    (96, True, 2, 16), (4096, False, 8, 16)])         # small rows: many per base, merged across bases
-def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift, window, pack):
+@pytest.mark.parametrize("batch_tokens,drift,window,pack,seed_context", [
+    (64, False, 0, 128, True), (4096, False, 0, 128, True), (96, True, 0, 128, True),
+    (64, False, 3, 128, True), (4096, False, 1, 128, True), (96, True, 2, 128, True), (4096, False, 8, 128, True),
+    (64, False, 3, 128, False), (96, True, 2, 128, False),   # the window over the texts' own context
+    (64, False, 0, 0, True), (96, True, 2, 0, True),          # a row per text
+    (96, True, 2, 16, True), (4096, False, 8, 16, True)])     # small rows: many per base, merged across bases
+def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift, window, pack, seed_context):
     rng = random.Random(batch_tokens)
     groups = make_groups(rng)
     scorer = Scorer(tiny, CTX, batch_tokens=batch_tokens, drift=drift, window_tokens=10**6 if batch_tokens > 100 else 50,
-                    ripple_window=window, pack_tokens=pack)
+                    ripple_window=window, pack_tokens=pack, seed_context=seed_context)
     assert scorer.packed is None              # nothing checked before a variant is scored
     got = list(scorer.score(groups))
     assert scorer.packed == (pack > 0)
+    assert scorer.zoned == (seed_context and window > 0)
     assert [g.key for g, _ in got] == [g.key for g in groups]  # order kept across windows
     checked = 0
     for g, metrics in got:
         assert set(metrics) == {it.key for it in g.items}
         ids_of = {it.key: it.ids for it in g.items}
+        st = zoned_states(tiny, g, window, drift) if scorer.zoned else None
         for it in g.items:
             m = metrics[it.key]
             parent = ids_of[it.parent] if it.parent else g.seed_ids
-            want = reference(tiny, parent, it.ids, scorer.threshold, window, g.seed_ids)
-            want_seed = reference(tiny, g.seed_ids, it.ids, scorer.threshold, window)
+            if st:
+                n = len(it.ids)
+                want = reference(tiny, parent, it.ids, scorer.threshold, window, g.seed_ids,
+                                 (st[it.parent], st[it.key], st[None]), n, each=True)
+                want_seed = reference(tiny, g.seed_ids, it.ids, scorer.threshold, window, None,
+                                      (st[None], st[it.key], st[None]), n, each=True)
+            else:
+                want = reference(tiny, parent, it.ids, scorer.threshold, window, g.seed_ids)
+                want_seed = reference(tiny, g.seed_ids, it.ids, scorer.threshold, window)
             for k in ("surprisal", "surprisal_max", "ripple_kl", "ripple_kl_max", "delta_nll", "top1", "nll"):
                 assert m[k] == pytest.approx(want[k], abs=1e-4), (g.key, it.key, k)
             for k in ("surprisal", "ripple_kl", "ripple_kl_max", "delta_nll", "top1"):

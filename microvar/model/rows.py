@@ -37,12 +37,14 @@ class Change:
     """How ``ids`` differs from ``ref``: f, the first differing position; ``new``, the new
     or changed positions of ids; ``blocks``, equal runs after f; ``last``, one past the last
     changed position of ids (a deletion counts at the token after it; ``len(ids)`` when
-    the edit reaches the end; ``f`` when nothing changed)."""
+    the edit reaches the end; ``f`` when nothing changed); ``n`` and ``m``, the lengths of
+    ids and ref."""
     f: int
     new: list[int]
     blocks: list[tuple[int, int, int]]
     last: int
     n: int
+    m: int = 0
 
     @classmethod
     def of(cls, ref: list[int], ids: list[int]) -> Change:
@@ -57,18 +59,42 @@ class Change:
                 else:
                     new.extend(range(f + op.dest_start, f + op.dest_end))
                     last = f + op.dest_end
-        return cls(f, new, blocks, last, len(ids))
+        return cls(f, new, blocks, last, len(ids), len(ref))
 
     def end(self, window: int) -> int:
         """One past the last position of ids measured: ``window`` tokens past the last
         change, or the whole remainder when window is 0."""
         return self.n if window <= 0 else min(self.n, self.last + window)
 
-    def pairs(self, window: int) -> tuple[list[int], list[int]]:
-        """Aligned (ref, ids) positions after f inside the window."""
+    def regions(self, window: int) -> list[tuple[int, int, int]]:
+        """The changes in runs, those less than ``window`` tokens apart merged: (s, ss, last)
+        each, its first position in ids (s) and in ref (ss), and one past its last changed
+        position in ids (a deletion at the token after it)."""
+        out: list[list[int]] = []
+        runs = [(0, 0, self.f)] + list(self.blocks)   # equal runs (ref start, ids start, length)
+        for (i0, j0, k), nxt in zip(runs, runs[1:] + [None]):
+            s, ss = j0 + k, i0 + k
+            if nxt is None and s == self.n and ss == self.m:   # equal to the end
+                break
+            last = nxt[1] if nxt is not None else self.n
+            if out and s < out[-1][2] + window:
+                out[-1][2] = last
+            else:
+                out.append([s, ss, last])
+        return [(s, ss, last) for s, ss, last in out]
+
+    def pairs(self, window: int, each: bool = False) -> tuple[list[int], list[int]]:
+        """Aligned (ref, ids) positions after f inside the window; ``each``: inside the window
+        of some change (W tokens past each run of changes), not the whole stretch from the
+        first change to W past the last."""
         e = self.end(window)
         ri = [i0 + k for i0, j0, n in self.blocks for k in range(min(n, e - j0))]
         ci = [j0 + k for i0, j0, n in self.blocks for k in range(min(n, e - j0))]
+        if each and window > 0:
+            spans = [(s, last + window) for s, _, last in self.regions(window)]
+            keep = [any(a <= j < b for a, b in spans) for j in ci]
+            ri = [i for i, k in zip(ri, keep) if k]
+            ci = [j for j, k in zip(ci, keep) if k]
         return ri, ci
 
 

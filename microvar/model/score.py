@@ -25,10 +25,17 @@ of b (a deletion counts at the token after it), and the ripple window the positi
 Positions past the window are neither computed nor stored: the ripple has died out there
 (the README's Volatility section has the measured decay).
 
+With a window, by default (``seed_context``), each run of changes is measured in the seed's
+context (zones.py): a variant's rows are the seed's except within W tokens of each run,
+computed once per run for every variant that carries it, and the pair metrics cover the
+tokens within W past each run. ``seed_context=False``: in the variant's own text, from its
+first change to W past its last, as above.
+
 Over 400 lines: one scoring window's state (plans, bases, kept rows, each parent released
-when its last child is measured) is read and changed by the seeds' forward, both batch paths
-(packed rows, pack.py; a row per suffix for models that cannot pack) and the metrics; apart,
-each would hand the window's internals to the others."""
+when its last child is measured) is read and changed by the seeds' forward and both batch
+paths (packed rows, pack.py; a row per suffix for models that cannot pack); apart, each would
+hand the window's internals to the others. The metrics are in metrics.py, the zones' window
+in zones.py."""
 
 from __future__ import annotations
 
@@ -51,11 +58,12 @@ from .forward import (  # noqa: F401  (re-exported: other commands import them f
     log_softmax_in_place,
     pad_batch,
 )
+from .metrics import compare, nll
 from .pack import Row, pack_rows, packable, past_cache
 from .rows import Change, Rows, Seq, alignment, common_prefix, plan_group, stored_kv  # noqa: F401
+from .zones import ZoneRun, plan_zones
 
 RIPPLE_WINDOW = 32   # tokens past the last change; chosen from the measured decay (README, Volatility)
-KL_ROWS = 128        # rows per block in the KL: three [rows, vocab] temporaries
 PAST_SHARE = 2       # a batch's copied past: at most this many x batch tokens positions
 PACK_TOKENS = 128    # suffixes packed into rows of this many tokens (0: a row each)
 COPY_SHARE = 1 / 64  # a past position's copy into the batch's cache, in computed positions
@@ -90,12 +98,15 @@ class Scorer:
     ``max_memory``: bytes the run may take; the window then also closes before its planned
     kept rows pass what is left (``memory_plan``).
     ``pack_tokens``: suffixes are packed into rows of this many tokens (0: a row each);
-    ``packed`` says whether they were (``pack.packable``; None until a variant was scored)."""
+    ``packed`` says whether they were (``pack.packable``; None until a variant was scored).
+    ``seed_context``: with a window, each change is measured in the seed's context (zones.py);
+    False: in the variant's own text, from its first change to W past its last."""
 
     def __init__(self, model, context_id: int, *, batch_tokens: int = 2048, drift: bool = False,
                  drift_threshold: float = 0.1, window_tokens: int | None = None, max_rows: int = 256,
                  ripple_window: int = RIPPLE_WINDOW, ref_dtype: torch.dtype = torch.float32,
-                 max_memory: float | None = None, pack_tokens: int = PACK_TOKENS) -> None:
+                 max_memory: float | None = None, pack_tokens: int = PACK_TOKENS,
+                 seed_context: bool = True) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.ctx = context_id
@@ -117,6 +128,7 @@ class Scorer:
         self._attn_share = _attention_share(model)
         self.pack_tokens = pack_tokens
         self.packed: bool | None = None   # decided when the first variant is scored (pack.packable)
+        self.zoned = seed_context and ripple_window > 0
         if max_memory:
             self.memory_plan(max_memory)
         self._cache_arg = cache_kwarg(self._split[0] if self._split else model)
@@ -130,8 +142,12 @@ class Scorer:
         plans: list = []
         size = rows = 0
         for g in groups:
-            plan = plan_group(g.seed_ids, g.items, self.ripple_window, self.drift)
-            planned = len(plan[1]) + sum(len(pl.need) for pl in plan[0].values())   # at most, at once
+            if self.zoned:
+                plan = plan_zones(g.seed_ids, g.items, self.ripple_window, self.drift)
+                planned = plan.kept()
+            else:
+                plan = plan_group(g.seed_ids, g.items, self.ripple_window, self.drift)
+                planned = len(plan[1]) + sum(len(pl.need) for pl in plan[0].values())   # at most, at once
             if window and self.max_rows_kept is not None and rows + planned > self.max_rows_kept:
                 yield from self._score_window(window, plans)
                 window, plans, size, rows = [], [], 0, 0
@@ -170,6 +186,9 @@ class Scorer:
 
     @torch.inference_mode()
     def _score_window(self, window: list[Group], plans: list):
+        if self.zoned:
+            yield from ZoneRun(self, window, plans).run()
+            return
         st = _Window(window, plans)
         st.seeds = self._seeds(window, st)
         depth: list[dict] = [{} for _ in window]
@@ -210,7 +229,8 @@ class Scorer:
         jobs = []
         for gi, it in todo:
             pl = st.plans[gi][0][it.key]
-            self.total_tokens += len(it.ids) + (1 if self.drift else 0)
+            if not self.zoned:
+                self.total_tokens += len(it.ids) + (1 if self.drift else 0)
             jobs.append((gi, it, pl.p, pl.p + 1, pl.end))
         for gi, it, p, start, end in jobs:
             if end <= start:  # every row is its base's (a cut, or the seed itself)
@@ -359,6 +379,9 @@ class Scorer:
     # ------------------------------------------------------------ metrics
 
     def _finish(self, st: _Window, gi: int, it: Item, seq: Seq) -> None:
+        if self.zoned:
+            st.zones.done(gi, it, seq)
+            return
         seed = st.seeds[gi]
         plans = st.plans[gi][0]
         pl = plans[it.key]
@@ -369,7 +392,7 @@ class Scorer:
             m[f"seed_{k}"] = vs_seed[k]
         if self.drift:
             m["seed_drift_layer"] = vs_seed["drift_layer"]
-        m["nll"] = self._nll(seed, seq, pl.own_end)
+        m["nll"] = nll(seed, seq, pl.own_end)
         st.results[gi][it.key] = m
         if st.children[gi].get(it.key):   # others read it: keep the rows they need, nothing else
             if seq.own is not None:
@@ -391,49 +414,9 @@ class Scorer:
         self.kept_rows += sign * (0 if rows.logp is None else rows.logp.shape[0])
         self.kept_rows_peak = max(self.kept_rows_peak, self.kept_rows)
 
-    @staticmethod
-    def _nll(seed: Seq, seq: Seq, own_end: int) -> float:
-        n = len(seq.ids)
-        if not n:
-            return 0.0
-        own = seq.tok_logp[:own_end]
-        if own_end >= n:
-            return float(-own.mean())
-        shift = len(seed.ids) - n   # past the window the text is aligned with the seed's end
-        rest = seed.tok_logp[own_end + shift:n + shift]
-        return float(-(own.sum() + rest.sum()) / n)
-
-    def compare(self, ref: Seq, seq: Seq, ch: Change) -> dict:
-        dev = seq.tok_logp.device
-        out: dict = {"new_tokens": len(ch.new)}
-        if ch.new:
-            s = -seq.tok_logp[torch.tensor(ch.new, device=dev)]
-            out["surprisal"], out["surprisal_max"] = float(s.mean()), float(s.max())
-        else:
-            out["surprisal"] = out["surprisal_max"] = 0.0
-        ri, ci = ch.pairs(self.ripple_window)
-        out["aligned_tokens"] = len(ci)
-        if ci:
-            i, j = torch.tensor(ri, device=dev), torch.tensor(ci, device=dev)
-            kl = torch.cat([_kl(ref.rows(a), seq.rows(b)) for a, b in zip(i.split(KL_ROWS), j.split(KL_ROWS))])
-            kl = kl.clamp_min(0)
-            dn = ref.tok_logp[i] - seq.tok_logp[j]
-            out["ripple_kl"], out["ripple_kl_max"] = float(kl.mean()), float(kl.max())
-            out["delta_nll"] = float(dn.mean())
-            out["top1"] = float((ref.top[i] == seq.top[j]).float().mean())
-        else:
-            out["ripple_kl"] = out["ripple_kl_max"] = out["delta_nll"] = 0.0
-            out["top1"] = 1.0
-        if self.drift:
-            if ci:
-                ha, hb = ref.states(i + 1), seq.states(j + 1)   # the aligned tokens themselves
-                rel = (hb - ha).norm(dim=-1) / ha.norm(dim=-1).clamp_min(1e-6)
-                curve = [float(x) for x in rel.mean(1)]
-            else:
-                curve = [0.0] * (self.model.config.num_hidden_layers + 1)
-            out["drift"] = curve
-            out["drift_layer"] = next((k for k, x in enumerate(curve) if k and x > self.threshold), None)
-        return out
+    def compare(self, ref, seq, ch: Change, each: bool = False) -> dict:
+        return compare(ref, seq, ch, self.ripple_window, drift=self.drift, threshold=self.threshold,
+                       layers=self.model.config.num_hidden_layers, each=each)
 
 
 class _Window:
@@ -458,11 +441,6 @@ class _Window:
         """The text (group index, item key; None: the seed) that others extend."""
         gi, k = key
         return self.seeds[gi] if k is None else self.seqs[gi][k]
-
-
-def _kl(ref: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
-    """KL(P_ref || P_seq) per row, from log-probabilities (views of kept rows: not modified)."""
-    return torch.nn.functional.kl_div(seq, ref, reduction="none", log_target=True).sum(-1)
 
 
 def flops_per_position(model) -> tuple[float, float]:

@@ -34,6 +34,7 @@ class Options:
     drift: bool = False
     drift_threshold: float = 0.1
     ripple_window: int = 32            # tokens past a variant's last change its metrics cover (0: all); score.RIPPLE_WINDOW
+    own_context: bool = False          # True: later changes measured in the variant's own text, not the seed's (zones.py)
     max_memory: float | None = None    # GB: sizes the scoring window (None: 2 x batch tokens)
     budget: tuple[Limit, ...] = ()     # command-line limits over the recipes' budgets
     format: str = "text"               # text, prompt-completion or messages (TRL's dataset formats)

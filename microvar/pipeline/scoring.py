@@ -17,7 +17,7 @@ def scored(expanded, lm, tk: RefTokenizer, opts: Options, summary: Summary):
     batch_tokens = opts.batch_tokens or default_batch_tokens(lm.device, tk.vocab_size)
     ctx = context_token(tk.hf)
     scorer = Scorer(lm.model, ctx, batch_tokens=batch_tokens, drift=opts.drift, drift_threshold=opts.drift_threshold,
-                    ripple_window=opts.ripple_window,
+                    ripple_window=opts.ripple_window, seed_context=not opts.own_context,
                     max_memory=opts.max_memory * 2**30 if opts.max_memory else None)
     groups = (Group(s.id, r.kept[0].ids if r.kept else [],
                     [Item(v.variant_id, v.ids, v.parent_id or None) for v in r.kept], (s, recipe, r))
@@ -38,4 +38,4 @@ def scored(expanded, lm, tk: RefTokenizer, opts: Options, summary: Summary):
     sc.update(batch_tokens=batch_tokens, context_token=tk.hf.convert_ids_to_tokens(ctx), drift=opts.drift,
               drift_threshold=opts.drift_threshold if opts.drift else None,
               ripple_window=opts.ripple_window, max_memory=opts.max_memory, max_rows_kept=scorer.max_rows_kept,
-              packed_rows=scorer.packed)
+              packed_rows=scorer.packed, seed_context=scorer.zoned)
