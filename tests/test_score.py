@@ -290,3 +290,35 @@ def test_batches_keep_the_copied_past_under_its_budget():
         assert len(b) * max(x[1] for x in b) <= 4096 or len(b) == 1
     plain = list(_batches(items, lambda x: x[0], 2048, 256, 128))
     assert max(len(b) * max(x[1] for x in b) for b in plain) > 4096   # the budget is what held it
+
+
+@pytest.mark.parametrize("ref,ids,window,want", [
+    ([1, 2, 3, 4], [1, 2, 3, 4], 2, []),                                   # no change
+    ([1, 2, 3, 4], [9, 2, 3, 4], 2, [(0, 0, 1)]),                          # first token
+    ([1, 2, 3, 4], [1, 2, 3], 2, [(3, 3, 3)]),                             # a cut: at the end, nothing after
+    ([1, 2, 3, 4], [1, 2, 3, 4, 5, 6], 2, [(4, 4, 6)]),                    # grown at the end
+    ([1, 2, 3, 4, 5], [1, 2, 4, 5], 2, [(2, 2, 2)]),                       # a deletion counts at the token after it
+    (list(range(10, 30)), [0] + list(range(11, 29)) + [0], 4, [(0, 0, 1), (19, 19, 20)]),  # far apart: two runs
+    (list(range(10, 30)), [0] + list(range(11, 13)) + [0] + list(range(14, 30)), 4, [(0, 0, 4)]),  # 3 apart: one
+])
+def test_runs_of_changes(ref, ids, window, want):
+    """Change.regions: (first position in ids, in ref, one past the last change), runs less
+    than W apart merged."""
+    assert Change.of(ref, ids).regions(window) == want
+
+
+def test_seed_context_computes_each_edit_once(tiny):
+    """A child editing early in a text its parent edited late computes its own edit's window
+    only (measured in its own text, it runs from its edit to past its parent's), and siblings
+    carrying the parent's edit do not compute it again."""
+    seed = list(range(100, 180))
+    late = seed[:70] + [7] + seed[71:]
+    items = [Item("root", seed), Item("late", late, "root")]
+    items += [Item(f"early{k}", late[:5 + k] + [9] + late[6 + k:], "late") for k in range(4)]
+    group = Group("g", seed, items)
+    zoned, own = Scorer(tiny, CTX, ripple_window=4), Scorer(tiny, CTX, ripple_window=4, seed_context=False)
+    list(zoned.score([group]))
+    list(own.score([group]))
+    seed_rows = len(seed) + 1
+    assert zoned.computed_tokens - seed_rows <= 5 * 5          # the parent's window, then each child's
+    assert own.computed_tokens - seed_rows >= 4 * 60           # each child from its edit to past 70
