@@ -37,7 +37,8 @@ def zoned_states(model, group: Group, window: int, drift: bool) -> dict:
     """Per item key (and None: the seed) its rows and hidden states with each change in the
     seed's context, one text at a time from plain forwards: the seed's rows, except within W
     tokens of each run of changes (runs less than W apart merged), where they are the rows of
-    the seed cut before the run with the run's tokens after it."""
+    the seed cut before the run with the run's tokens after it; a token's hidden state comes
+    from whichever gives its row."""
     seed = group.seed_ids
     sl, sh = full_logp(model, seed)
     out = {None: (sl, sh)}
@@ -49,13 +50,36 @@ def zoned_states(model, group: Group, window: int, drift: bool) -> dict:
         for q in range(len(ids) + 1):   # the seed's, at the aligned position
             i = _aligned(ch, q)
             rows[q], hid[:, q] = sl[i], sh[:, i]
-        for s, ss, last in ch.regions(window):
-            e = min(len(ids), last + window) + (1 if drift else 0)
-            zl, zh = full_logp(model, seed[:ss] + ids[s:min(len(ids), e)])
-            rows[s:e] = zl[ss:ss + e - s]
-            hid[:, s:e] = zh[:, ss:ss + e - s]
+        for s, ss, last in _runs(seed, ids, window):
+            stop = min(len(ids), last + window)
+            if stop <= s:
+                continue
+            zl, zh = full_logp(model, seed[:ss] + ids[s:min(len(ids), stop + 1)])
+            rows[s:stop] = zl[ss:ss + stop - s]
+            hid[:, s + 1:stop + 1] = zh[:, ss + 1:ss + 1 + stop - s]
         out[it.key] = (rows, hid)
     return out
+
+
+def _runs(ref: list[int], ids: list[int], window: int) -> list[tuple[int, int, int]]:
+    """Runs of changes written out position by position (not Change.regions): every new token
+    j marks (j, j+1), a deletion before token j marks (j, j); a mark less than W past the
+    previous run's end joins it. Each run: (first position in ids, in ref, one past its end)."""
+    ch = Change.of(ref, ids)
+    runs_eq = [(0, 0, ch.f)] + list(ch.blocks) + [(len(ref), len(ids), 0)]
+    marks = []
+    for (i0, j0, n), (i1, j1, _) in zip(runs_eq, runs_eq[1:]):
+        if j1 > j0 + n:
+            marks += [(j, j + 1, i0 + n) for j in range(j0 + n, j1)]
+        elif i1 > i0 + n:
+            marks.append((j0 + n, j0 + n, i0 + n))
+    out: list[list[int]] = []
+    for s, last, ss in marks:
+        if out and s < out[-1][2] + window:
+            out[-1][2] = max(out[-1][2], last)
+        else:
+            out.append([s, ss, last])
+    return [tuple(r) for r in out]
 
 
 def _aligned(ch: Change, q: int) -> int:
@@ -88,7 +112,7 @@ def reference(model, ref: list[int], ids: list[int], threshold: float, window: i
     ri = [i0 + k for i0, j0, n in ch.blocks for k in range(n) if j0 + k < e]
     ci = [j0 + k for _, j0, n in ch.blocks for k in range(n) if j0 + k < e]
     if each and window:   # only the tokens within W of some change
-        near = [any(a <= j < b + window for a, _, b in ch.regions(window)) for j in ci]
+        near = [any(a <= j < b + window for a, _, b in _runs(ref, ids, window)) for j in ci]
         ri, ci = [i for i, k in zip(ri, near) if k], [j for j, k in zip(ci, near) if k]
     s = [-float(lb[j, ids[j]]) for j in new]
     kls, dns, agree, drifts = [], [], [], []
@@ -300,11 +324,17 @@ def test_batches_keep_the_copied_past_under_its_budget():
     ([1, 2, 3, 4, 5], [1, 2, 4, 5], 2, [(2, 2, 2)]),                       # a deletion counts at the token after it
     (list(range(10, 30)), [0] + list(range(11, 29)) + [0], 4, [(0, 0, 1), (19, 19, 20)]),  # far apart: two runs
     (list(range(10, 30)), [0] + list(range(11, 13)) + [0] + list(range(14, 30)), 4, [(0, 0, 4)]),  # 3 apart: one
+    (list(range(10, 30)), [0] + list(range(11, 15)) + [0] + list(range(16, 30)), 4, [(0, 0, 1), (5, 5, 6)]),  # W apart
+    (list(range(10, 30)), [0] + list(range(11, 14)) + [0] + list(range(15, 30)), 4, [(0, 0, 5)]),  # W-1 apart
+    ([1, 2, 3, 4], [9, 1, 2, 3, 4], 2, [(0, 0, 1)]),                                   # inserted at 0
+    (list(range(10, 30)), [0] + list(range(11, 25)), 2, [(0, 0, 1), (15, 15, 15)]),    # an edit, then a cut
+    (list(range(10, 30)), list(range(10, 15)) + [0] + list(range(17, 30)), 4, [(5, 5, 6)]),  # a deletion and a change
 ])
 def test_runs_of_changes(ref, ids, window, want):
     """Change.regions: (first position in ids, in ref, one past the last change), runs less
     than W apart merged."""
     assert Change.of(ref, ids).regions(window) == want
+    assert _runs(ref, ids, window) == want     # the reference's own, written position by position
 
 
 def test_seed_context_computes_each_edit_once(tiny):

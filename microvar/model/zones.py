@@ -73,11 +73,10 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool) -> ZonePlan
         at = 0
         ch = Change.of(seed_ids, it.ids)
         for s, ss, last in ch.regions(window):
-            e = min(len(it.ids), last + window) + (1 if drift else 0)
-            if e <= s:   # a deletion at the very end: nothing after it to measure
+            stop = min(len(it.ids), last + window)
+            if stop <= s:   # a deletion at the very end: nothing after it to measure
                 continue
-            if mine and mine[-1].stop > s:   # drift's extra row: the next zone's own
-                mine[-1].stop = s
+            e = stop + (1 if drift else 0)   # computed: with drift, the window's last token's state
             if s > at:
                 mine.append(Piece(at, s, None, s - ss))
             ids = seed_ids[:ss] + it.ids[s:min(len(it.ids), e)]
@@ -87,8 +86,8 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool) -> ZonePlan
             else:
                 parents = [pc.source for pc in pieces.get(it.parent, []) if pc.source is not None]
                 zones[key] = Zone(key, ids, ss, e - s, d, parents)
-            mine.append(Piece(s, e, key, s - ss))
-            at = e
+            mine.append(Piece(s, stop, key, s - ss))
+            at = stop
         if at < len(it.ids) + 1:   # the last equal run's offset
             i0, j0, _ = ([(0, 0, 0)] + ch.blocks)[-1]
             mine.append(Piece(at, len(it.ids) + 1, None, j0 - i0))
@@ -132,6 +131,15 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool) -> ZonePlan
                 return
         raise AssertionError(f"row {q} of {item_key!r} is in no piece")
 
+    def state(item_key, q: int) -> None:
+        """The hidden state at input q (token q-1), from the piece of row q-1: computed, no rows kept."""
+        pc = next(pc for pc in pieces[item_key] if pc.start <= q - 1 < pc.stop)
+        key, q = pc.source, q - pc.offset
+        while key is not None and q <= plans[key].p:
+            key = plans[key].base
+        if key is not None:
+            plans[key].end = max(plans[key].end, q + 1)
+
     ids_of = {it.key: it.ids for it in items}
     for it in items:
         for ref in ((it.parent, None) if it.parent is not None else (None,)):
@@ -140,9 +148,9 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool) -> ZonePlan
                 read(ref, i)
                 read(it.key, j)
                 if drift and ref is not None:   # the hidden states of the tokens themselves
-                    read(ref, i + 1)
+                    state(ref, i + 1)
                 if drift:
-                    read(it.key, j + 1)
+                    state(it.key, j + 1)
     order = sorted(zones, key=lambda k: zones[k].level)
     return ZonePlan({k: zones[k] for k in order}, plans, pieces, depth, seed_need)
 
@@ -165,8 +173,8 @@ class ZSeq:
         self.top = torch.cat(tops) if tops else torch.zeros(0, dtype=torch.long, device=dev)
         self._starts = torch.tensor([pc.start for pc in pieces], device=dev)
 
-    def _route(self, idx: torch.Tensor, get):
-        which = torch.searchsorted(self._starts, idx, right=True) - 1
+    def _route(self, idx: torch.Tensor, get, by: torch.Tensor | None = None):
+        which = torch.searchsorted(self._starts, idx if by is None else by, right=True) - 1
         first = int(which[0]) if len(idx) else 0
         if not len(idx) or bool((which == first).all()):
             pc = self.pieces[first]
@@ -188,7 +196,8 @@ class ZSeq:
         return out
 
     def states(self, idx: torch.Tensor) -> torch.Tensor:
-        got = self._route(idx, lambda s, i: s.states(i))
+        """Hidden states at inputs ``idx``: token idx-1's, from the piece holding row idx-1."""
+        got = self._route(idx, lambda s, i: s.states(i), by=idx - 1)
         if not isinstance(got, list):
             return got
         h = got[0][1]
@@ -260,16 +269,13 @@ class ZoneRun:
         the rows later readers need are kept."""
         st = self.st
         st.seqs[gi][zone.key] = seq
-        base = st.plans[gi][0][zone.key].base
-        if base is not None:
-            self.read(gi, base)
         for key in st.waiting[gi].pop(zone.key, []):
             it, n = st.waits[gi][key]
             st.waits[gi][key] = (it, n - 1)
             if n == 1:
                 self.measure(gi, it)
         if not st.readers[gi].get(zone.key):
-            st.seqs[gi].pop(zone.key, None)
+            self.drop(gi, zone.key)
         elif seq.own is not None:
             seq.own = seq.own.keep_only([q - seq.p - 1 for q in st.plans[gi][0][zone.key].need], self.sc.ref_dtype)
             seq.counted = True
@@ -284,8 +290,13 @@ class ZoneRun:
     def drop(self, gi: int, key) -> None:
         st = self.st
         gone = st.seqs[gi].pop(key, None)
-        if gone is not None and gone.own is not None and getattr(gone, "counted", False):
+        if gone is None:
+            return
+        if gone.own is not None and getattr(gone, "counted", False):
             self.sc._count(gone.own, -1)
+        base = st.plans[gi][0][key].base
+        if base is not None:   # its rows up to p were its base's: counted as kept until now
+            self.read(gi, base)
 
     def measure(self, gi: int, it) -> None:
         """A variant whose zones are all scored: its metrics, read through its pieces."""
