@@ -33,7 +33,7 @@ def full_logp(model, ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(out.logits[0].double(), -1), torch.stack(out.hidden_states)[:, 0].double()
 
 
-def zoned_states(model, group: Group, window: int, drift: bool) -> dict:
+def zoned_states(model, group: Group, window: int, drift: bool, apart: int) -> dict:
     """Per item key (and None: the seed) its rows and hidden states with each change in the
     seed's context, one text at a time from plain forwards: the seed's rows, except within W
     tokens of each run of changes (runs less than W apart merged), where they are the rows of
@@ -50,8 +50,8 @@ def zoned_states(model, group: Group, window: int, drift: bool) -> dict:
         for q in range(len(ids) + 1):   # the seed's, at the aligned position
             i = _aligned(ch, q)
             rows[q], hid[:, q] = sl[i], sh[:, i]
-        for s, ss, last in _runs(seed, ids, window):
-            stop = min(len(ids), last + window)
+        for s, ss, last in _runs(seed, ids, apart):
+            stop = min(len(ids), last + apart)
             if stop <= s:
                 continue
             zl, zh = full_logp(model, seed[:ss] + ids[s:min(len(ids), stop + 1)])
@@ -61,10 +61,10 @@ def zoned_states(model, group: Group, window: int, drift: bool) -> dict:
     return out
 
 
-def _runs(ref: list[int], ids: list[int], window: int) -> list[tuple[int, int, int]]:
+def _runs(ref: list[int], ids: list[int], apart: int) -> list[tuple[int, int, int]]:
     """Runs of changes written out position by position (not Change.regions): every new token
     j marks (j, j+1), a deletion before token j marks (j, j); a mark less than W past the
-    previous run's end joins it. Each run: (first position in ids, in ref, one past its end)."""
+    previous run's end (``apart``) joins it. Each run: (first position in ids, in ref, one past its end)."""
     ch = Change.of(ref, ids)
     runs_eq = [(0, 0, ch.f)] + list(ch.blocks) + [(len(ref), len(ids), 0)]
     marks = []
@@ -75,7 +75,7 @@ def _runs(ref: list[int], ids: list[int], window: int) -> list[tuple[int, int, i
             marks.append((j0 + n, j0 + n, i0 + n))
     out: list[list[int]] = []
     for s, last, ss in marks:
-        if out and s < out[-1][2] + window:
+        if out and s < out[-1][2] + apart:
             out[-1][2] = max(out[-1][2], last)
         else:
             out.append([s, ss, last])
@@ -99,7 +99,7 @@ def _prefix(a: list[int], b: list[int]) -> int:
 
 
 def reference(model, ref: list[int], ids: list[int], threshold: float, window: int = 0,
-              seed: list[int] | None = None, states=None, own_end: int | None = None, each: bool = False) -> dict:
+              seed: list[int] | None = None, states=None, own_end: int | None = None, each: int = 0) -> dict:
     """The metrics written out position by position, one text at a time: over the aligned
     tokens of ``ids`` from the first change to ``window`` tokens past the last (0: all);
     nll past the window against ``seed`` takes the seed's log-probability there.
@@ -112,7 +112,7 @@ def reference(model, ref: list[int], ids: list[int], threshold: float, window: i
     ri = [i0 + k for i0, j0, n in ch.blocks for k in range(n) if j0 + k < e]
     ci = [j0 + k for _, j0, n in ch.blocks for k in range(n) if j0 + k < e]
     if each and window:   # only the tokens within W of some change
-        near = [any(a <= j < b + window for a, _, b in _runs(ref, ids, window)) for j in ci]
+        near = [any(a <= j < b + window for a, _, b in _runs(ref, ids, each)) for j in ci]
         ri, ci = [i for i, k in zip(ri, near) if k], [j for j, k in zip(ci, near) if k]
     s = [-float(lb[j, ids[j]]) for j in new]
     kls, dns, agree, drifts = [], [], [], []
@@ -172,31 +172,34 @@ def make_groups(rng: random.Random) -> list[Group]:
     (64, False, 3, 128, True), (4096, False, 1, 128, True), (96, True, 2, 128, True), (4096, False, 8, 128, True),
     (64, False, 3, 128, False), (96, True, 2, 128, False),   # the window over the texts' own context
     (64, False, 0, 0, True), (96, True, 2, 0, True),          # a row per text
-    (96, True, 2, 16, True), (4096, False, 8, 16, True)])     # small rows: many per base, merged across bases
+    (96, True, 2, 16, True), (4096, False, 8, 16, True),      # small rows: many per base, merged across bases
+    (64, False, 3, 128, 12), (96, True, 2, 16, 7)])           # runs apart from 12 (7) tokens, windows of 3 (2)
 def test_batched_prefix_shared_equals_one_at_a_time(tiny, batch_tokens, drift, window, pack, seed_context):
     rng = random.Random(batch_tokens)
     groups = make_groups(rng)
     scorer = Scorer(tiny, CTX, batch_tokens=batch_tokens, drift=drift, window_tokens=10**6 if batch_tokens > 100 else 50,
-                    ripple_window=window, pack_tokens=pack, seed_context=seed_context)
+                    ripple_window=window, pack_tokens=pack, seed_context=bool(seed_context),
+                    runs_apart=seed_context if seed_context is not True else window)
+    apart = scorer.runs_apart
     assert scorer.packed is None              # nothing checked before a variant is scored
     got = list(scorer.score(groups))
     assert scorer.packed == (pack > 0)
-    assert scorer.zoned == (seed_context and window > 0)
+    assert scorer.zoned == (bool(seed_context) and window > 0)
     assert [g.key for g, _ in got] == [g.key for g in groups]  # order kept across windows
     checked = 0
     for g, metrics in got:
         assert set(metrics) == {it.key for it in g.items}
         ids_of = {it.key: it.ids for it in g.items}
-        st = zoned_states(tiny, g, window, drift) if scorer.zoned else None
+        st = zoned_states(tiny, g, window, drift, apart) if scorer.zoned else None
         for it in g.items:
             m = metrics[it.key]
             parent = ids_of[it.parent] if it.parent else g.seed_ids
             if st:
                 n = len(it.ids)
                 want = reference(tiny, parent, it.ids, scorer.threshold, window, g.seed_ids,
-                                 (st[it.parent], st[it.key], st[None]), n, each=True)
+                                 (st[it.parent], st[it.key], st[None]), n, each=apart)
                 want_seed = reference(tiny, g.seed_ids, it.ids, scorer.threshold, window, None,
-                                      (st[None], st[it.key], st[None]), n, each=True)
+                                      (st[None], st[it.key], st[None]), n, each=apart)
             else:
                 want = reference(tiny, parent, it.ids, scorer.threshold, window, g.seed_ids)
                 want_seed = reference(tiny, g.seed_ids, it.ids, scorer.threshold, window)
@@ -346,9 +349,25 @@ def test_seed_context_computes_each_edit_once(tiny):
     items = [Item("root", seed), Item("late", late, "root")]
     items += [Item(f"early{k}", late[:5 + k] + [9] + late[6 + k:], "late") for k in range(4)]
     group = Group("g", seed, items)
-    zoned, own = Scorer(tiny, CTX, ripple_window=4), Scorer(tiny, CTX, ripple_window=4, seed_context=False)
+    zoned = Scorer(tiny, CTX, ripple_window=4, runs_apart=4)
+    own = Scorer(tiny, CTX, ripple_window=4, seed_context=False)
     list(zoned.score([group]))
     list(own.score([group]))
     seed_rows = len(seed) + 1
     assert zoned.computed_tokens - seed_rows <= 5 * 5          # the parent's window, then each child's
     assert own.computed_tokens - seed_rows >= 4 * 60           # each child from its edit to past 70
+
+
+def test_changes_closer_than_runs_apart_are_measured_as_in_their_own_text(tiny):
+    """With the default runs_apart (64) every change of these short texts (up to 44 tokens) is
+    in one run, so the seed's context gives what the variant's own text gives: the pair
+    metrics of the same window, and the nll of the whole text (a run's rows reach 64 past it)."""
+    groups = make_groups(random.Random(5))
+    zoned = {g.key: m for g, m in Scorer(tiny, CTX, ripple_window=3).score(groups)}
+    own = {g.key: m for g, m in Scorer(tiny, CTX, ripple_window=3, seed_context=False).score(groups)}
+    whole = {g.key: m for g, m in Scorer(tiny, CTX, ripple_window=0).score(groups)}
+    for g in groups:
+        for it in g.items:
+            for k, v in own[g.key][it.key].items():
+                want = whole[g.key][it.key][k] if k == "nll" else v
+                assert zoned[g.key][it.key][k] == pytest.approx(want, abs=1e-4), (it.key, k)

@@ -14,8 +14,9 @@ KL_ROWS = 128        # rows per block in the KL: three [rows, vocab] temporaries
 
 
 def compare(ref, seq, ch: Change, window: int, *, drift: bool = False, threshold: float = 0.1,
-            layers: int = 0, each: bool = False) -> dict:
-    """``each``: over the tokens within the window of each run of changes (Change.pairs)."""
+            layers: int = 0, each: int = 0) -> dict:
+    """``each`` > 0: over the tokens within the window of each run of changes, changes less
+    than ``each`` tokens apart one run (Change.pairs)."""
     dev = seq.tok_logp.device
     out: dict = {"new_tokens": len(ch.new)}
     if ch.new:

@@ -66,8 +66,8 @@ class Change:
         change, or the whole remainder when window is 0."""
         return self.n if window <= 0 else min(self.n, self.last + window)
 
-    def regions(self, window: int) -> list[tuple[int, int, int]]:
-        """The changes in runs, those less than ``window`` tokens apart merged: (s, ss, last)
+    def regions(self, apart: int) -> list[tuple[int, int, int]]:
+        """The changes in runs, those less than ``apart`` tokens apart merged: (s, ss, last)
         each, its first position in ids (s) and in ref (ss), and one past its last changed
         position in ids (a deletion at the token after it)."""
         out: list[list[int]] = []
@@ -77,21 +77,21 @@ class Change:
             if nxt is None and s == self.n and ss == self.m:   # equal to the end
                 break
             last = nxt[1] if nxt is not None else self.n
-            if out and s < out[-1][2] + window:
+            if out and s < out[-1][2] + apart:
                 out[-1][2] = last
             else:
                 out.append([s, ss, last])
         return [(s, ss, last) for s, ss, last in out]
 
-    def pairs(self, window: int, each: bool = False) -> tuple[list[int], list[int]]:
-        """Aligned (ref, ids) positions after f inside the window; ``each``: inside the window
-        of some change (W tokens past each run of changes), not the whole stretch from the
-        first change to W past the last."""
+    def pairs(self, window: int, each: int = 0) -> tuple[list[int], list[int]]:
+        """Aligned (ref, ids) positions after f inside the window; ``each`` > 0: inside the
+        window of some run of changes (changes less than ``each`` tokens apart are one run),
+        not the whole stretch from the first change to W past the last."""
         e = self.end(window)
         ri = [i0 + k for i0, j0, n in self.blocks for k in range(min(n, e - j0))]
         ci = [j0 + k for i0, j0, n in self.blocks for k in range(min(n, e - j0))]
         if each and window > 0:
-            spans = [(s, last + window) for s, _, last in self.regions(window)]
+            spans = [(s, last + window) for s, _, last in self.regions(max(each, window))]
             keep = [any(a <= j < b for a, b in spans) for j in ci]
             ri = [i for i, k in zip(ri, keep) if k]
             ci = [j for j, k in zip(ci, keep) if k]

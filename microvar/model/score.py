@@ -66,6 +66,7 @@ from .zones import ZoneRun, plan_zones
 RIPPLE_WINDOW = 32   # tokens past the last change; chosen from the measured decay (README, Volatility)
 PAST_SHARE = 2       # a batch's copied past: at most this many x batch tokens positions
 PACK_TOKENS = 128    # suffixes packed into rows of this many tokens (0: a row each)
+RUNS_APART = 64      # seed context: a run's own rows reach this far past it; runs closer are one (README)
 COPY_SHARE = 1 / 64  # a past position's copy into the batch's cache, in computed positions
 RUNTIME_BYTES = 600 * 2**20   # torch, tokenizer, Python objects: measured RSS before the first forward, rounded up
 
@@ -99,14 +100,15 @@ class Scorer:
     kept rows pass what is left (``memory_plan``).
     ``pack_tokens``: suffixes are packed into rows of this many tokens (0: a row each);
     ``packed`` says whether they were (``pack.packable``; None until a variant was scored).
-    ``seed_context``: with a window, each change is measured in the seed's context (zones.py);
-    False: in the variant's own text, from its first change to W past its last."""
+    ``seed_context``: with a window, each run of changes (changes less than ``runs_apart``
+    tokens apart, at least W) is measured in the seed's context (zones.py); False: in the
+    variant's own text, from its first change to W past its last."""
 
     def __init__(self, model, context_id: int, *, batch_tokens: int = 2048, drift: bool = False,
                  drift_threshold: float = 0.1, window_tokens: int | None = None, max_rows: int = 256,
                  ripple_window: int = RIPPLE_WINDOW, ref_dtype: torch.dtype = torch.float32,
                  max_memory: float | None = None, pack_tokens: int = PACK_TOKENS,
-                 seed_context: bool = True) -> None:
+                 seed_context: bool = True, runs_apart: int = RUNS_APART) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.ctx = context_id
@@ -129,6 +131,7 @@ class Scorer:
         self.pack_tokens = pack_tokens
         self.packed: bool | None = None   # decided when the first variant is scored (pack.packable)
         self.zoned = seed_context and ripple_window > 0
+        self.runs_apart = max(runs_apart, ripple_window)
         if max_memory:
             self.memory_plan(max_memory)
         self._cache_arg = cache_kwarg(self._split[0] if self._split else model)
@@ -143,7 +146,7 @@ class Scorer:
         size = rows = 0
         for g in groups:
             if self.zoned:
-                plan = plan_zones(g.seed_ids, g.items, self.ripple_window, self.drift)
+                plan = plan_zones(g.seed_ids, g.items, self.ripple_window, self.drift, self.runs_apart)
                 planned = plan.kept()
             else:
                 plan = plan_group(g.seed_ids, g.items, self.ripple_window, self.drift)
@@ -414,7 +417,7 @@ class Scorer:
         self.kept_rows += sign * (0 if rows.logp is None else rows.logp.shape[0])
         self.kept_rows_peak = max(self.kept_rows_peak, self.kept_rows)
 
-    def compare(self, ref, seq, ch: Change, each: bool = False) -> dict:
+    def compare(self, ref, seq, ch: Change, each: int = 0) -> dict:
         return compare(ref, seq, ch, self.ripple_window, drift=self.drift, threshold=self.threshold,
                        layers=self.model.config.num_hidden_layers, each=each)
 

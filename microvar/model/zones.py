@@ -62,7 +62,10 @@ class ZonePlan:
         return {pc.source for pc in self.pieces[key] if pc.source is not None}
 
 
-def plan_zones(seed_ids: list[int], items, window: int, drift: bool) -> ZonePlan:
+def plan_zones(seed_ids: list[int], items, window: int, drift: bool, apart: int | None = None) -> ZonePlan:
+    """``apart``: changes less than this many tokens apart are one run, and a run's rows are its
+    own up to ``apart`` tokens past its last change, the seed's after (default and at least: W)."""
+    apart = max(apart or window, window)
     zones: dict = {}
     pieces: dict = {}
     depth: dict = {}
@@ -72,8 +75,8 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool) -> ZonePlan
         mine: list[Piece] = []
         at = 0
         ch = Change.of(seed_ids, it.ids)
-        for s, ss, last in ch.regions(window):
-            stop = min(len(it.ids), last + window)
+        for s, ss, last in ch.regions(apart):
+            stop = min(len(it.ids), last + apart)   # its rows: ``apart`` past it, the seed's after
             if stop <= s:   # a deletion at the very end: nothing after it to measure
                 continue
             e = stop + (1 if drift else 0)   # computed: with drift, the window's last token's state
@@ -143,7 +146,7 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool) -> ZonePlan
     ids_of = {it.key: it.ids for it in items}
     for it in items:
         for ref in ((it.parent, None) if it.parent is not None else (None,)):
-            ri, ci = Change.of(ids_of[ref] if ref is not None else seed_ids, it.ids).pairs(window, each=True)
+            ri, ci = Change.of(ids_of[ref] if ref is not None else seed_ids, it.ids).pairs(window, each=apart)
             for i, j in zip(ri, ci):
                 read(ref, i)
                 read(it.key, j)
@@ -308,8 +311,9 @@ class ZoneRun:
         seqs.update({z: st.seqs[gi][z] for z in zp.sources(it.key)})
         seq = ZSeq(it.ids, zp.pieces[it.key], seqs)
         parent = seed if it.parent is None else st.real[gi][it.parent]
-        m = self.sc.compare(parent, seq, Change.of(parent.ids, it.ids), each=True)
-        vs_seed = m if it.parent is None else self.sc.compare(seed, seq, Change.of(seed.ids, it.ids), each=True)
+        apart = self.sc.runs_apart
+        m = self.sc.compare(parent, seq, Change.of(parent.ids, it.ids), each=apart)
+        vs_seed = m if it.parent is None else self.sc.compare(seed, seq, Change.of(seed.ids, it.ids), each=apart)
         for k in PAIR_METRICS:
             m[f"seed_{k}"] = vs_seed[k]
         if self.sc.drift:
