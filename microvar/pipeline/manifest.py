@@ -14,12 +14,13 @@ RIPPLE_DEFINITION = ("a variant's metrics against a reference (parent or seed) c
                      "differing position f to `tokens` tokens past its last changed position (a deletion counts "
                      "at the token after it); 0: to the end of the text. Positions past it are not computed; "
                      "nll takes the seed's log-probability at the aligned position there.")
-SEED_CONTEXT_DEFINITION = ("with a window, each run of changes (runs less than `tokens` apart merged) is measured "
-                           "in the seed's context: the variant's rows are the seed's at the aligned position, "
-                           "except from a run's first change to `tokens` past its last, where they are the "
-                           "model's for the seed with that run alone; the metrics cover the unchanged tokens "
-                           "within `tokens` past each run, nll is the mean over the variant's rows so read. "
-                           "Exact for a variant whose changes are less than `tokens` apart.")
+SEED_CONTEXT_DEFINITION = ("with a window, each run of changes (changes less than `runs_apart` tokens apart are "
+                           "one run) is measured in the seed's context: the variant's rows are the seed's at the "
+                           "aligned position, except from a run's first change to `runs_apart` tokens past its "
+                           "last, where they are the model's for the seed with that run alone; the pair metrics "
+                           "cover the unchanged tokens within the ripple window past each run, nll is the mean "
+                           "over the variant's rows so read. The same as in the variant's own text where its "
+                           "changes are less than `runs_apart` apart and nothing is read further past them.")
 
 
 def versions() -> dict:
@@ -46,7 +47,8 @@ def build_manifest(opts: Options, sf, used: list[Recipe], default: Recipe, tk: R
                  "ripple_window": {"tokens": opts.ripple_window, "definition": RIPPLE_DEFINITION},
                  "max_memory_gb": opts.max_memory, "max_rows_kept": sc.get("max_rows_kept"),
                  "packed_rows": sc.get("packed_rows"),
-                 "seed_context": {"on": sc.get("seed_context"), "definition": SEED_CONTEXT_DEFINITION},
+                 "seed_context": {"on": sc.get("seed_context"), "runs_apart": sc.get("runs_apart"),
+                                  "definition": SEED_CONTEXT_DEFINITION},
                  "budget_overrides": [str(x) for x in opts.budget],
                  "budgets": {r.name: [str(x) for x in budgets[id(r)]] for r in used},
                  "volatility": summary.budget.distribution(),

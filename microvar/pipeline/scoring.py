@@ -38,4 +38,5 @@ def scored(expanded, lm, tk: RefTokenizer, opts: Options, summary: Summary):
     sc.update(batch_tokens=batch_tokens, context_token=tk.hf.convert_ids_to_tokens(ctx), drift=opts.drift,
               drift_threshold=opts.drift_threshold if opts.drift else None,
               ripple_window=opts.ripple_window, max_memory=opts.max_memory, max_rows_kept=scorer.max_rows_kept,
-              packed_rows=scorer.packed, seed_context=scorer.zoned)
+              packed_rows=scorer.packed, seed_context=scorer.zoned,
+              runs_apart=scorer.runs_apart if scorer.zoned else None)
