@@ -1,18 +1,20 @@
 """Changes measured in the seed's context (the default with a ripple window): a variant's
-rows are its seed's, except within W tokens of each change, where they are what the model
-gives for the seed with that change alone. Changes less than W tokens apart are one zone.
+rows are its seed's, except from each run of changes to R tokens past it (``runs_apart``, 64
+by default, at least W), where they are what the model gives for the seed with that run
+alone. Changes less than R tokens apart are one run (a zone). The metrics still cover W
+tokens past each run.
 
-A zone is scored as a virtual text: the seed up to the change, the zone's tokens, and no
-more (``Zone.ids``), so it is computed once over the seed's cache and read by every variant
-that carries it (a parent's edit is its children's too). A variant whose edits are far apart
-computes each edit's window only, where computing its own text would run from its first edit
-to W tokens past its last: on the long mix (paragraphs of 200-500 tokens), a grandchild
-computed 245 of its 418 tokens that way.
+A zone is scored as a virtual text: the seed up to the run, the zone's tokens, and no more
+(``Zone.ids``), so it is computed once over the seed's cache and read by every variant that
+carries it (a parent's edit is its children's too). A variant whose edits are far apart
+computes each edit's zone only, where computing its own text would run from its first edit to
+W tokens past its last: on the long mix (paragraphs of 200-500 tokens), a grandchild computed
+245 of its 418 tokens that way.
 
-For a variant with one change (or changes closer than W), this is exact: its text before the
-change is the seed's. With changes further apart, a later change is scored as if the earlier
-ones were not there: what an edit does past W tokens is taken as died out, as the window
-itself does (the README's Volatility section measures the difference)."""
+For a variant whose changes are less than R apart, this is its own text up to R past its
+last change: exact there. With changes further apart, a later run is scored as if the earlier
+ones were not there: what an edit does past R tokens is taken as died out, as the window
+itself takes it past W (the README's Benchmarks measure the difference)."""
 
 from __future__ import annotations
 
