@@ -359,9 +359,9 @@ def test_seed_context_computes_each_edit_once(tiny):
 
 
 def test_changes_closer_than_runs_apart_are_measured_as_in_their_own_text(tiny):
-    """With the default runs_apart (64) every change of these short texts (up to 44 tokens) is
+    """With the default runs_apart (128) every change of these short texts (up to 44 tokens) is
     in one run, so the seed's context gives what the variant's own text gives: the pair
-    metrics of the same window, and the nll of the whole text (a run's rows reach 64 past it)."""
+    metrics of the same window, and the nll of the whole text (a run's rows reach 128 past it)."""
     groups = make_groups(random.Random(5))
     zoned = {g.key: m for g, m in Scorer(tiny, CTX, ripple_window=3).score(groups)}
     own = {g.key: m for g, m in Scorer(tiny, CTX, ripple_window=3, seed_context=False).score(groups)}

@@ -86,7 +86,7 @@ def test_budget_removes_variants_with_reasons(budgeted):
     assert "budget removed: " in res.stderr and "ripple_kl <= 0.3" in res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["scored"] and manifest["model"]["budget_overrides"] == ["ripple_kl <= 0.3", "top1 >= 0.7"]
-    assert manifest["model"]["seed_context"]["on"] is True and manifest["model"]["seed_context"]["runs_apart"] == 64
+    assert manifest["model"]["seed_context"]["on"] is True and manifest["model"]["seed_context"]["runs_apart"] == 128
     assert "seed's context" in manifest["model"]["seed_context"]["definition"]
     free = set(load_from_disk(str(budgeted["free"][0]))["variant_id"])  # distinct variants (rows repeat)
     assert len(free) > len(ids)

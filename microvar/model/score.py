@@ -66,7 +66,7 @@ from .zones import ZoneRun, plan_zones
 RIPPLE_WINDOW = 32   # tokens past the last change; chosen from the measured decay (README, Volatility)
 PAST_SHARE = 2       # a batch's copied past: at most this many x batch tokens positions
 PACK_TOKENS = 128    # suffixes packed into rows of this many tokens (0: a row each)
-RUNS_APART = 64      # seed context: a run's own rows reach this far past it; runs closer are one (README)
+RUNS_APART = 128     # seed context: a run's own rows reach this far past it; runs closer are one (README)
 COPY_SHARE = 1 / 64  # a past position's copy into the batch's cache, in computed positions
 RUNTIME_BYTES = 600 * 2**20   # torch, tokenizer, Python objects: measured RSS before the first forward, rounded up
 

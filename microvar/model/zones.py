@@ -1,5 +1,5 @@
 """Changes measured in the seed's context (the default with a ripple window): a variant's
-rows are its seed's, except from each run of changes to R tokens past it (``runs_apart``, 64
+rows are its seed's, except from each run of changes to R tokens past it (``runs_apart``, 128
 by default, at least W), where they are what the model gives for the seed with that run
 alone. Changes less than R tokens apart are one run (a zone). The metrics still cover W
 tokens past each run.
