@@ -136,6 +136,9 @@ def main(verbose: bool) -> None:
 @click.option("--own-context", is_flag=True,
               help="With a window, measure every change in the variant's own text, from its first change to W "
                    "past its last (slower where edits are far apart), not each in the seed's context.")
+@click.option("--runs-apart", type=click.IntRange(min=1), default=128, show_default=True, metavar="R",
+              help="Seed context: changes less than R tokens apart are measured together, each run's rows its own "
+                   "up to R tokens past it (smaller: faster on long texts, further from the variant's own text).")
 @click.option("--max-memory", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GB",
               help="Size the scoring window so the run stays under GB (default: 2 x batch tokens a window).")
 @click.option("--variants", type=click.IntRange(min=1), default=None, help="Cap on variants per seed (default: the recipe's, 64).")
@@ -180,7 +183,7 @@ def main(verbose: bool) -> None:
               help="ray: attach to this cluster ('auto' after `ray start --head`) instead of starting Ray here.")
 @_quiet()
 def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, budget, drift, drift_threshold,
-           ripple_window, own_context, max_memory, variants,
+           ripple_window, own_context, runs_apart, max_memory, variants,
            seed, skip_invalid, split_long, fmt, prompt_from, separator, chat_template, schedule, presentations,
            bridges, license_, holdout, resume, shard_seeds, overwrite, engine, workers, gpus_per_worker, ray_address,
            quiet):
@@ -199,6 +202,7 @@ def expand(seeds, out, recipes, model, tokenizer, device, dtype, batch_tokens, b
                    resume=resume, shard_seeds=shard_seeds, holdout=holdout, engine=engine,
                    workers=workers or (2 if engine == "ray" else 1), gpus_per_worker=gpus_per_worker,
                    ray_address=ray_address, ripple_window=ripple_window, own_context=own_context,
+                   runs_apart=runs_apart,
                    max_memory=max_memory)
     if fmt != "messages" and chat_template:
         raise MicrovarError("--chat-template is for --format messages")

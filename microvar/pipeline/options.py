@@ -35,6 +35,7 @@ class Options:
     drift_threshold: float = 0.1
     ripple_window: int = 32            # tokens past a variant's last change its metrics cover (0: all); score.RIPPLE_WINDOW
     own_context: bool = False          # True: later changes measured in the variant's own text, not the seed's (zones.py)
+    runs_apart: int = 128              # seed context: changes closer are one run, a run's rows its own this far; score.RUNS_APART
     max_memory: float | None = None    # GB: sizes the scoring window (None: 2 x batch tokens)
     budget: tuple[Limit, ...] = ()     # command-line limits over the recipes' budgets
     format: str = "text"               # text, prompt-completion or messages (TRL's dataset formats)

@@ -18,6 +18,7 @@ def scored(expanded, lm, tk: RefTokenizer, opts: Options, summary: Summary):
     ctx = context_token(tk.hf)
     scorer = Scorer(lm.model, ctx, batch_tokens=batch_tokens, drift=opts.drift, drift_threshold=opts.drift_threshold,
                     ripple_window=opts.ripple_window, seed_context=not opts.own_context,
+                    runs_apart=opts.runs_apart,
                     max_memory=opts.max_memory * 2**30 if opts.max_memory else None)
     groups = (Group(s.id, r.kept[0].ids if r.kept else [],
                     [Item(v.variant_id, v.ids, v.parent_id or None) for v in r.kept], (s, recipe, r))

@@ -34,7 +34,7 @@ def fingerprint(opts: Options, sf, used: list[Recipe], tk: RefTokenizer, ref) ->
                         "score": opts.score, "dtype": opts.dtype, "device": opts.device,
                         "batch_tokens": opts.batch_tokens, "drift": opts.drift,
                         "drift_threshold": opts.drift_threshold, "ripple_window": opts.ripple_window,
-                        "own_context": opts.own_context,
+                        "own_context": opts.own_context, "runs_apart": opts.runs_apart,
                         "max_memory": opts.max_memory, "budget": [str(x) for x in opts.budget],
                         "shard_seeds": opts.shard_seeds, "bridges": opts.bridges, "holdout": opts.holdout},
             "microvar": __version__}
