@@ -56,6 +56,7 @@ class ZonePlan:
     pieces: dict
     depth: dict
     seed_need: set
+    changes: dict    # item key -> (Change against its parent or seed, against the seed or None)
 
     def kept(self) -> int:
         return len(self.seed_need) + sum(len(pl.need) for pl in self.plans.values())
@@ -71,12 +72,13 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool, apart: int 
     zones: dict = {}
     pieces: dict = {}
     depth: dict = {}
+    to_seed: dict = {}   # item key -> its Change against the seed (runs, and the metrics against the seed)
     n_seed = len(seed_ids)
     for it in items:
         depth[it.key] = d = 0 if it.parent is None else depth[it.parent] + 1
         mine: list[Piece] = []
         at = 0
-        ch = Change.of(seed_ids, it.ids)
+        ch = to_seed[it.key] = Change.of(seed_ids, it.ids)
         for s, ss, last in ch.regions(apart):
             stop = min(len(it.ids), last + apart)   # its rows: ``apart`` past it, the seed's after
             if stop <= s:   # a deletion at the very end: nothing after it to measure
@@ -146,9 +148,15 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool, apart: int 
             plans[key].end = max(plans[key].end, q + 1)
 
     ids_of = {it.key: it.ids for it in items}
+    changes: dict = {}
     for it in items:
-        for ref in ((it.parent, None) if it.parent is not None else (None,)):
-            ri, ci = Change.of(ids_of[ref] if ref is not None else seed_ids, it.ids).pairs(window, each=apart)
+        vs = to_seed[it.key] if it.parent is not None else None
+        vp = Change.of(ids_of[it.parent], it.ids) if it.parent is not None else to_seed[it.key]
+        changes[it.key] = (vp, vs)
+        for ref, ch in ((it.parent, vp), (None, vs)):
+            if ch is None:
+                continue
+            ri, ci = ch.pairs(window, each=apart)
             for i, j in zip(ri, ci):
                 read(ref, i)
                 read(it.key, j)
@@ -157,7 +165,7 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool, apart: int 
                 if drift:
                     state(it.key, j + 1)
     order = sorted(zones, key=lambda k: zones[k].level)
-    return ZonePlan({k: zones[k] for k in order}, plans, pieces, depth, seed_need)
+    return ZonePlan({k: zones[k] for k in order}, plans, pieces, depth, seed_need, changes)
 
 
 class ZSeq:
@@ -314,8 +322,9 @@ class ZoneRun:
         seq = ZSeq(it.ids, zp.pieces[it.key], seqs)
         parent = seed if it.parent is None else st.real[gi][it.parent]
         apart = self.sc.runs_apart
-        m = self.sc.compare(parent, seq, Change.of(parent.ids, it.ids), each=apart)
-        vs_seed = m if it.parent is None else self.sc.compare(seed, seq, Change.of(seed.ids, it.ids), each=apart)
+        vp, vs = zp.changes[it.key]   # the alignments the plan made
+        m = self.sc.compare(parent, seq, vp, each=apart)
+        vs_seed = m if vs is None else self.sc.compare(seed, seq, vs, each=apart)
         for k in PAIR_METRICS:
             m[f"seed_{k}"] = vs_seed[k]
         if self.sc.drift:
