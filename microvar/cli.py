@@ -37,6 +37,24 @@ class _Handled(click.Group):
             sys.exit(2)
 
 
+def _terminate_cleanly() -> None:
+    """SIGTERM (what ``timeout``, ``kill`` and cluster schedulers send) as an exit that runs the
+    same clean-up as Ctrl-C: staging and unfinished work directories go, finished shards stay
+    for --resume. Without it the process dies where it stands and leaves them behind. Only in
+    the main thread, and only over the default action (a host application's handler stays)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def exit_143(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a second SIGTERM kills at once
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_143)
+
+
 def _budget_limits(texts: tuple[str, ...]) -> list:
     """--budget values (each 'METRIC<=X, ...') as limits; a bad one is the user's error."""
     from .dsl.recipe import parse_limits
@@ -110,6 +128,7 @@ def _report(lines: list[str], wrote: Path) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens, to stderr.")
 def main(verbose: bool) -> None:
     """Turn seed texts into microvariant curricula."""
+    _terminate_cleanly()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr,
                         force=True)  # each invocation logs to the stderr it has now
 

@@ -101,3 +101,33 @@ def test_overwrite_discards_an_unfinished_run(tmp_path, cli, write_seeds):
     assert res.exit_code == 2 and "--resume" in res.stderr and not (tmp_path / "out").exists()
     res = cli("expand", seeds, "-o", tmp_path / "out", "--model", "none", "--overwrite")
     assert res.exit_code == 0 and not partial.exists() and len(load_from_disk(str(tmp_path / "out"))) >= 1
+
+
+def _term_when(proc, ready, what: str) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run finished before {what}; give it more seeds"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path, many_seeds, model_dir):
+    """What `timeout`, `kill` and schedulers send: before any shard finished nothing is left and
+    the same command runs again; after, the finished shards stay for --resume."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    out, partial = runs / "out", runs / ".out.partial"
+    proc = subprocess.Popen(_command(many_seeds, out, model_dir, "--shard-seeds", "30"), env=os.environ.copy())
+    _term_when(proc, lambda: (partial / "job.json").exists(), "its work directory existed")
+    assert proc.returncode == 143
+    assert not list(runs.iterdir())   # no work directory, no staging, no OUT
+
+    proc = subprocess.Popen(_command(many_seeds, out, model_dir), env=os.environ.copy())
+    _term_when(proc, lambda: len(list(partial.glob("shard-??????/DONE"))) >= 2, "two shards finished")
+    assert proc.returncode == 143 and not out.exists()
+    assert [p.name for p in runs.iterdir()] == [".out.partial"]
+    assert not [p for p in partial.iterdir() if ".tmp" in p.name]
+    resumed = subprocess.run(_command(many_seeds, out, model_dir, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not partial.exists() and len(load_from_disk(str(out))) > 0
