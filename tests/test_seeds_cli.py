@@ -125,7 +125,8 @@ def test_unknown_field_warning_in_process(cli, write_seeds, tmp_path):
 def test_skip_invalid_rejects_carry_the_same_messages(cli, write_seeds, tmp_path):
     rows = [GOOD_LINES[0], "{not json", '{"id": "no-text"}', GOOD_LINES[1], '{"id": "num", "text": 7}',
             '{"id": "empty", "text": "  "}', '{"id": "en-1", "text": "Dup."}', '{"id": "mk", "markup": "Hi {a|b"}',
-            '"a string"', '{"id": "ok-mk", "markup": "[[Кот]] {сидел|лежал} на ковре."}']
+            '"a string"', '{"id": "ok-mk", "markup": "[[Кот]] {сидел|лежал} на ковре."}',
+            '{"id": "rec", "text": "Its recipe is missing.", "recipe": "nowhere.recipe"}']
     path = write_seeds(rows)
     strict = cli("expand", path, "-o", tmp_path / "out", *V)
     assert strict.exit_code == 2 and no_output(tmp_path)
@@ -134,7 +135,7 @@ def test_skip_invalid_rejects_carry_the_same_messages(cli, write_seeds, tmp_path
     out = tmp_path / "out"
     rejects = [json.loads(ln) for ln in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     inputs = [x for x in rejects if x["check"] == "input"]
-    bad_lines = [2, 3, 5, 6, 7, 8, 9]
+    bad_lines = [2, 3, 5, 6, 7, 8, 9, 11]   # 11: a seed's own recipe, listed in its place
     assert [x["detail"].split(": ", 1)[0] for x in inputs] == [f"{path}:{n}" for n in bad_lines]
     # exactly the messages the strict run printed
     assert "\n".join(x["detail"] for x in inputs) == strict.stderr.rstrip("\n")

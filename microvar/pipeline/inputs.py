@@ -15,27 +15,46 @@ from ..model.load import load_tokenizer
 from ..resources import data_dir
 from .options import Options
 
-def choose_recipes(seeds: list[Seed], refs: list[str], seeds_dir: Path | None) -> tuple[Recipe, dict[str, Recipe]]:
+def choose_recipes(seeds: list[Seed], refs: list[str], seeds_dir: Path | None,
+                   unreadable: dict[str, InputError] | None = None) -> tuple[Recipe, dict[str, Recipe]]:
     """The default recipe (first --recipe, else the shipped one) and every recipe a seed names.
-    Every error of every recipe is raised together, as lint lists them."""
+    Every error of every recipe is raised together, as lint lists them. With ``unreadable``, a
+    seed whose own recipe cannot be read is put there instead (its id -> an error at its line
+    that quotes the recipe's), so that it is listed with the seed file's other bad lines, or
+    rejected like them under --skip-invalid; the --recipe ones still raise."""
     errors: list[InputError] = []
     loaded = [_load_recipe(r, None, errors) for r in refs] or [_load_recipe("default", None, errors)]
     by_ref: dict[str, Recipe] = {}
     for ref, recipe in zip(refs, loaded):
         if recipe is not None:
             by_ref[ref] = by_ref[recipe.name] = recipe
-    failed = set(refs) - set(by_ref)
+    failed: dict[str, list[InputError]] = {ref: [] for ref in set(refs) - set(by_ref)}
     for s in seeds:
-        if s.recipe and s.recipe not in by_ref and s.recipe not in failed:
+        if not s.recipe or s.recipe in by_ref:
+            continue
+        first = s.recipe not in failed
+        if first:
             missing: list[InputError] = []
             recipe = _load_recipe(s.recipe, seeds_dir, missing)
             if recipe is not None:
                 by_ref[s.recipe] = recipe
-            elif len(missing) == 1 and missing[0].file == s.recipe and missing[0].line is None:
-                errors.append(InputError(s.file, s.line, f"recipe {s.recipe!r}: {missing[0].message}"))
-            else:
-                failed.add(s.recipe)   # its errors once, not once per seed that names it
-                errors.extend(missing)
+                continue
+            failed[s.recipe] = missing
+        errs = failed[s.recipe]
+        if not errs:
+            continue        # a --recipe that failed: its own errors are raised below
+        if len(errs) == 1 and errs[0].file == s.recipe and errs[0].line is None:
+            err = InputError(s.file, s.line, f"recipe {s.recipe!r}: {errs[0].message}")
+            if unreadable is None:
+                errors.append(err)
+        else:
+            shown = "; ".join(e.render().splitlines()[0] for e in errs[:2])
+            more = f"; and {len(errs) - 2} more" if len(errs) > 2 else ""
+            err = InputError(s.file, s.line, f"recipe {s.recipe!r} cannot be read: {shown}{more}")
+            if unreadable is None and first:
+                errors.extend(errs)    # its errors once, not once per seed that names it
+        if unreadable is not None:
+            unreadable[s.id] = err
     if errors:
         raise InputErrors(errors)
     return loaded[0], by_ref

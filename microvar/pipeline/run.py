@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 from ..expand.expander import Reject
-from ..expand.seeds import Seed, read_seeds
+from ..errors import InputError, InputErrors
+from ..expand.seeds import BadLine, Seed, read_seeds
 from ..export.card import write_card
 from ..export.dataset import check_target, staging, write_json, write_jsonl
 from ..export.mapped import hand_back_freed
@@ -31,9 +32,18 @@ log = logging.getLogger(__name__)
 
 def run_expand(opts: Options) -> Summary:
     check_target(opts.out, opts.overwrite)
-    sf = read_seeds(opts.seeds, skip_invalid=opts.skip_invalid)
+    sf = read_seeds(opts.seeds, skip_invalid=True)    # every bad line, raised below with the recipes'
     seeds_dir = Path(opts.seeds).parent if opts.seeds != "-" else None
-    default, recipes = choose_recipes(sf.seeds, opts.recipes, seeds_dir)
+    unreadable: dict[str, InputError] = {}             # seeds whose own recipe cannot be read
+    default, recipes = choose_recipes(sf.seeds, opts.recipes, seeds_dir, unreadable)
+    if unreadable:
+        raw = _raw_lines(opts.seeds, {s.line for s in sf.seeds if s.id in unreadable})
+        sf.bad += [BadLine(s.file, s.line, s.id, raw.get(s.line, s.text), unreadable[s.id])
+                   for s in sf.seeds if s.id in unreadable]
+        sf.bad.sort(key=lambda b: b.line)
+        sf.seeds = [s for s in sf.seeds if s.id not in unreadable]
+    if sf.bad and not opts.skip_invalid:
+        raise InputErrors([b.error for b in sf.bad])
     if opts.engine == "ray":
         import_ray()   # before anything is loaded or written
     tk, ref = load_tokenizer(opts.model, opts.tokenizer)
@@ -101,6 +111,19 @@ def run_expand(opts: Options) -> Summary:
     del rows, paths       # the memory-mapped shard files, before their directory goes
     work.finish()
     return summary
+
+
+def _raw_lines(path: str, wanted: set[int]) -> dict[int, str]:
+    """Lines ``wanted`` of the seed file as they were (a rejected seed's text, as for the other
+    bad lines); from stdin, read once, there is nothing to go back to."""
+    if path == "-":
+        return {}
+    out = {}
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if n in wanted:
+                out[n] = raw.rstrip(b"\n").removesuffix(b"\r").decode("utf-8", "replace").removeprefix("\ufeff")
+    return out
 
 
 def _write_records(path: Path, first: list[dict], work: Work, n: int, name: str) -> None:
