@@ -86,3 +86,21 @@ def _variants_per_seed(out) -> Counter:
     """Distinct variants per seed (rows repeat a seed's path up to its presentations)."""
     ds = load_from_disk(str(out))
     return Counter(s for s, _ in set(zip(ds["seed_id"], ds["variant_id"])))
+
+
+def test_seeds_that_kept_no_variant_are_named(cli, write_seeds, tmp_path):
+    """A seed with nothing to edit is presented as it is, 24 times: the summary and the
+    manifest name it, not only 'fewest kept for a seed: 1'; the naive recipe's one row is
+    what it asks for and is not listed."""
+    (tmp_path / "marks.recipe").write_text("recipe marks\nedit identity\nedit mark anchors with markers as wrap\n")
+    seeds = write_seeds([{"id": "emoji", "text": "🙂👍🏽👨‍👩‍👧‍👦🇷🇺", "recipe": "marks.recipe"},
+                         {"id": "words", "text": "A small cat sleeps.", "recipe": "marks.recipe"}])
+    res = cli("expand", seeds, "-o", tmp_path / "out", "--model", "none")
+    assert res.exit_code == 0, res.stderr
+    assert "1 seeds kept no variant, only the seed itself, presented as it is: emoji (" in res.stderr
+    counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
+    assert counts["seeds_without_variants"] == 1 and counts["seeds_without_variants_ids"] == ["emoji"]
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": "emoji", "text": "🙂👍🏽"}) + "\n" + json.dumps({"id": "w", "text": "A cat."}) + "\n")
+    res = cli("expand", plain, "-o", tmp_path / "naive", "--model", "none", "--recipe", "naive")
+    assert res.exit_code == 0 and "kept no variant" not in res.stderr

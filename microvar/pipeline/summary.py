@@ -19,6 +19,7 @@ _SUMMED = ("seconds", "texts", "computed_tokens", "total_tokens")
 
 
 SHOW_GAPS = 20     # gap lines in the summary; all of them are in manifest.json
+SHOW_ROOT_ONLY = 10   # seeds that kept no variant, named in the summary; manifest.json: up to 1,000
 
 @dataclass
 class Summary:
@@ -33,6 +34,7 @@ class Summary:
     raw_within: int = 0
     steps: int = 0
     kept_per_seed: list = field(default_factory=list)
+    root_only: list = field(default_factory=list)   # ids of seeds no variant of which was kept
     scored: bool = False
     budget: BudgetStats = field(default_factory=BudgetStats)
     scoring: dict = field(default_factory=dict)
@@ -69,6 +71,7 @@ class Summary:
         self.reorder.merge(o.reorder)
         self.substitution.merge(o.substitution)
         self.kept_per_seed.extend(o.kept_per_seed)
+        self.root_only.extend(o.root_only)
         self.gaps.extend(o.gaps)
         self.designer_edits += o.designer_edits
         self.unused_edits.extend(o.unused_edits)
@@ -115,6 +118,12 @@ class Summary:
                f"steps within the step budget: {share} of {self.steps} parent->child steps "
                f"(a marker counts as one step; raw token distance within budget: {raw}); "
                f"fewest kept for a seed: {self.min_kept}"]
+        if self.root_only:
+            shown = ", ".join(self.root_only[:SHOW_ROOT_ONLY])
+            more = f" and {len(self.root_only) - SHOW_ROOT_ONLY} more (manifest.json)" \
+                if len(self.root_only) > SHOW_ROOT_ONLY else ""
+            out.append(f"{len(self.root_only)} seeds kept no variant, only the seed itself, presented as it is: "
+                       f"{shown}{more} (rejects.jsonl says what removed their variants)")
         if self.rejected:
             out.append("rejected by check: " + ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()))
         out.extend(x for x in (self.reorder.line(), self.substitution.line()) if x)
@@ -171,6 +180,7 @@ class Summary:
                 "kept": self.kept, "duplicates": self.duplicates, "rejected_by_check": dict(self.rejected),
                 "capped_seeds": self.capped_seeds, "steps_within_budget": self.within_step,
                 "raw_steps_within_budget": self.raw_within, "steps": self.steps, "min_kept_per_seed": self.min_kept,
+                "seeds_without_variants": len(self.root_only), "seeds_without_variants_ids": self.root_only[:1000],
                 "budget_removed": dict(self.budget.removed), "budget_removed_with_parent": self.budget.cascaded,
                 "reorder_rule": self.reorder.to_json(),
                 "model_substitutions": self.substitution.to_json(), "designer_edits": self.designer_edits,
@@ -201,6 +211,8 @@ def account(summary: Summary, result: SeedResult, recipe: Recipe) -> None:
     summary.duplicates += result.counts["duplicate"]
     summary.capped_seeds += result.capped
     summary.kept_per_seed.append(len(result.kept))
+    if len(result.kept) <= 1 < recipe.variants:   # asked for variants, got none (naive's 1: as meant)
+        summary.root_only.append(result.seed_id)
     for key, n in result.counts.items():
         if key.startswith("rejected:"):
             summary.rejected[key.split(":", 1)[1]] += n
