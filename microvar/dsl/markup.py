@@ -158,7 +158,8 @@ def _hint(found: str, expected: set[str]) -> str:
     in_anchor = bool(expected) and expected <= _IN_ANCHOR
     in_braces = bool(expected & _IN_BRACES)
     if in_anchor and found == "'[['":
-        return " (anchors do not nest: close the first with ]] before opening another; write \\[\\[ for literal brackets)"
+        return (" (anchors do not nest: close the first with ]] before opening another; write \\[\\[ "
+                "for literal brackets)")
     if in_braces and found in ("'[['", "']]'"):
         return (" (an anchor cannot sit inside {…}: put the [[…]] outside the braces; write \\[\\[ or \\]\\] "
                 "for literal brackets)")
