@@ -190,7 +190,19 @@ def test_expand_lists_unused_edits_in_summary_and_manifest(cli, write_seeds, tmp
     ("a {?b} {?c} d.", "a d."),
     ("a {?b} {?c}.", "a."),
     ("The cat{? really} sleeps.", "The cat sleeps."),
-    ("def f(x):\n    {?x = x + 1;} return  x\n    {?pass}\n", "def f(x):\n    return  x\n    \n"),
+    # a span that is a whole line (only spaces around it) takes its line along: one break, not two
+    ("def f(x):\n    {?x = x + 1;} return  x\n    {?pass}\n", "def f(x):\n    return  x\n"),
+    ("Первая строка\n{?Вторая строка целиком}\nТретья.", "Первая строка\nТретья."),
+    ("Первая строка\n  {?Вторая строка}\t\nТретья.", "Первая строка\nТретья."),
+    ("Первая строка\r\n{?Вторая строка}\r\nТретья.", "Первая строка\r\nТретья."),
+    ("Первая строка\n{?Вторая строка}", "Первая строка"),                   # the last line
+    ("Первая строка\n{?Вторая строка}\n", "Первая строка\n"),
+    ("{?Первая строка}\nВторая.", "Вторая."),                               # the first line
+    ("a\n{?b}\n{?c}\nd", "a\nd"),                                          # two lines
+    ("a\n{?b} {?c}\nd", "a\nd"),                                            # two spans, one line
+    ("a\n{?b\nc}\nd", "a\nd"),                                             # a span over two lines
+    ("a {?b}\n{?c}", "a"),
+    ("a\n\n{?b}\n\nc", "a\n\n\nc"),                                       # a blank line stays blank
 ])
 def test_a_dropped_optional_span_leaves_no_double_space_or_space_before_punctuation(markup, dropped):
     doc = Doc("s", parse_markup(markup))
@@ -198,6 +210,29 @@ def test_a_dropped_optional_span_leaves_no_double_space_or_space_before_punctuat
     assert text == dropped
     before = spacing_faults(body(doc, doc.initial))
     assert all(n <= before[k] for k, n in spacing_faults(text).items())
+
+
+@pytest.mark.parametrize("markup, omit, dropped", [
+    ("a\n{?b}\n{?c}\nd", {0}, "a\nc\nd"),
+    ("a\n{?b}\n{?c}\nd", {1}, "a\nb\nd"),
+    ("a\n{?b}{?c}\nd", {0}, "a\nc\nd"),                  # the line is not empty: it stays
+    ("a\n{?b} {?c}\nd", {1}, "a\nb\nd"),
+    ("a\n{?b} c\nd", {0}, "a\nc\nd"),                    # within a line: as before
+    ("a\nc {?b}\nd", {0}, "a\nc\nd"),
+    ("{?a}", {0}, ""),
+])
+def test_a_dropped_span_removes_its_line_only_when_it_was_the_whole_line(markup, omit, dropped):
+    doc = Doc("s", parse_markup(markup))
+    assert body(doc, replace(doc.initial, omit=frozenset(omit))) == dropped
+
+
+def test_expand_drops_a_whole_line_span_with_its_line(cli, write_seeds, tmp_path):
+    path = write_seeds([{"id": "multi", "markup": "Первая строка\n{?Вторая строка целиком}\nТретья."}])
+    r = cli("expand", path, "-o", tmp_path / "out", "--model", "none")
+    assert r.exit_code == 0, r.stderr
+    texts = load_from_disk(str(tmp_path / "out"))["text"]
+    assert "Первая строка\nТретья." in texts
+    assert not [t for t in texts if "\n\n" in t], texts
 
 
 def test_close_gaps_touches_only_the_cuts():

@@ -103,6 +103,41 @@ def test_markup_error_hints():
     assert "empty anchor" in markup_error("[[ ]]").message
 
 
+# [[ and ]] are markup everywhere: inside an anchor or inside {…} they are errors, not
+# literal text that would leak into every variant; \[\[ \]\] write them literally.
+@pytest.mark.parametrize("markup, column, found, words", [
+    ("Кот [[спит [[на]] подоконнике.", 12, "'[['", "anchors do not nest"),    # nested anchor
+    ("[[[[a]]", 3, "'[['", "anchors do not nest"),
+    ("Кот ]] спит.", 5, "']]'", "no [[ is open"),                             # stray ]]
+    ("[[a]] b]]", 8, "']]'", "no [[ is open"),
+    ("{a|[[b}", 4, "'[['", "anchor cannot sit inside {…}"),                  # [[ in an option
+    ("{a[[|b}", 3, "'[['", "anchor cannot sit inside {…}"),
+    ("{?x [[y]] z}", 5, "'[['", "anchor cannot sit inside {…}"),
+    ("{~x [[y]]} {~z}", 5, "'[['", "anchor cannot sit inside {…}"),
+    ("{a|b]]}", 5, "']]'", "anchor cannot sit inside {…}"),                  # ]] in an option
+    ("Кот [[спит на {тёплом|мягком}]] подоконнике.", 15, "'{'", "cannot sit inside an anchor"),
+    ("[[a {?b}]]", 5, "'{?'", "cannot sit inside an anchor"),
+    ("[[a | b]]", 5, "'|'", "write \\} or \\| for a literal"),
+    ("[[a } b]]", 5, "'}'", "write \\} or \\| for a literal"),
+    ("Кот {?спит {~на}} подоконнике.", 12, "'{~'", "spans do not nest"),
+])
+def test_brackets_and_braces_in_the_wrong_place_are_errors(markup, column, found, words):
+    e = markup_error(markup)
+    assert (e.line, e.column) == (1, column)
+    assert e.message.startswith(f"unexpected {found}; ") and words in e.message, e.message
+
+
+@pytest.mark.parametrize("markup, parts", [
+    (r"Кот [[спит \[\[на\]\] тут]].", [Lit("Кот "), Anchor("спит [[на]] тут"), Lit(".")]),
+    (r"{a\[\[b|c\]\]d}", [Alt(("a[[b", "c]]d"))]),
+    (r"{?x \[\[y\]\] z}", [Opt("x [[y]] z")]),
+    (r"[[a \{b\} \| c]]", [Anchor("a {b} | c")]),
+    ("[[a[b]c]] {x[|]y}", [Anchor("a[b]c"), Lit(" "), Alt(("x[", "]y"))]),   # single brackets are text
+])
+def test_escaped_brackets_and_braces_inside_constructs(markup, parts):
+    assert parse_markup(markup) == parts
+
+
 @pytest.mark.parametrize("markup, line, opener, end", [
     ("a [[bcdef", 1, 3, 10),
     ("ok\nfoo {a|bcdef", 2, 5, 13),

@@ -166,6 +166,25 @@ def test_stdin_and_unreadable_paths(cli, tmp_path):
     assert r.exit_code == 2
 
 
+def test_nested_anchor_is_an_error_in_lint_and_expand_alike(cli, write_seeds, tmp_path):
+    """A [[ inside an anchor was taken as text: lint passed, expand wrote `спит [[на` into every
+    variant. Both now stop at it with the same caret error, and expand writes nothing."""
+    markup = "Кот [[спит [[на]] подоконнике."
+    path = write_seeds([{"id": "nested", "markup": markup}])
+    column = path.read_text(encoding="utf-8").index("[[на") + 1            # the inner [[
+    r = cli("lint", path, "-q", "--no-expand")
+    assert r.exit_code == 1
+    head = f"{path}:1:{column}: error: markup column 12: unexpected '[['; expected ']]' (anchors do not nest"
+    assert r.stdout.startswith(head), r.stdout
+    caret = ["    " + markup, "    " + " " * 11 + "^"]
+    assert r.stdout.splitlines()[1:3] == caret
+    r = cli("expand", path, "-o", tmp_path / "out", "--model", "none")
+    assert r.exit_code == 2
+    assert r.stderr.startswith(f"{path}:1: markup line 1, column 12: unexpected '[['"), r.stderr
+    assert r.stderr.splitlines()[1:3] == caret
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
 def test_parse_recipe_all_reports_every_bad_line():
     text = "recipe r\nedit bogus\nvariants 0\nstep tokens <= x\nedit identity\nbudget wobble <= 1\n"
     recipe, errors = parse_recipe_all(text, "r.recipe")

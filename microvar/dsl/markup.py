@@ -126,15 +126,11 @@ def parse_markup(markup: str) -> list[Part]:
         if token is not None and token.type == "$END":
             found = "end of markup"
         elif token is not None:
-            found = repr(str(token)[:2] if str(token)[:2] in ("[[", "]]") else str(token)[:20])
+            found = repr(_found(str(token), 20))
         else:
             pos = e.pos_in_stream or 0
-            found = repr(markup[pos:pos + 2] if markup[pos:pos + 2] in ("[[", "]]") else markup[pos:pos + 1])
-        hint = ""
-        if set(expected) == {"VBAR"}:
-            hint = " (alternatives need at least two options: {orig|alt})"
-        elif found in ("'}'", "'|'"):
-            hint = " (an empty option? write \\| or \\} for a literal character)"
+            found = repr(_found(markup[pos:pos + 2], 1))
+        hint = _hint(found, set(expected))
         msg = f"unexpected {found}; expected {describe_expected(parser, set(expected)) or 'nothing'}{hint}"
         line, column = e.line if e.line and e.line > 0 else 1, e.column if e.column and e.column > 0 else 1
         if token is not None and token.type == "$END":
@@ -143,6 +139,43 @@ def parse_markup(markup: str) -> list[Part]:
     parts = _ToParts().transform(tree)
     check_parts(parts, markup)
     return parts
+
+
+def _found(s: str, n: int) -> str:
+    """What the parser met, as the author wrote it: a two-character marker, one markup
+    character, or the start of the text."""
+    if s[:2] in ("[[", "]]", "{?", "{~"):
+        return s[:2]
+    return s[:1] if s[:1] in "{}|" else s[:n]
+
+
+_IN_ANCHOR = {"ANCHOR_TEXT", "__ANON_1"}   # what only an open [[ expects
+_IN_BRACES = {"OPTION", "VBAR", "RBRACE"}           # what only an open {, {? or {~ expects
+
+
+def _hint(found: str, expected: set[str]) -> str:
+    """Why the markup cannot say that, and how to write it as text."""
+    in_anchor = bool(expected) and expected <= _IN_ANCHOR
+    in_braces = bool(expected & _IN_BRACES)
+    if in_anchor and found == "'[['":
+        return (" (anchors do not nest: close the first with ]] before opening another; write \\[\\[ "
+                "for literal brackets)")
+    if in_braces and found in ("'[['", "']]'"):
+        return (" (an anchor cannot sit inside {…}: put the [[…]] outside the braces; write \\[\\[ or \\]\\] "
+                "for literal brackets)")
+    if found == "']]'" and not in_anchor:
+        return " (no [[ is open: write \\]\\] for literal brackets)"
+    if in_anchor and found in ("'{'", "'{?'", "'{~'"):
+        return " ({…} cannot sit inside an anchor: put it outside the [[…]]; write \\{ for a literal brace)"
+    if in_anchor and found in ("'}'", "'|'"):
+        return " (write \\} or \\| for a literal character)"
+    if in_braces and found in ("'{'", "'{?'", "'{~'"):
+        return " ({…} spans do not nest: write \\{ for a literal brace)"
+    if expected == {"VBAR"}:
+        return " (alternatives need at least two options: {orig|alt})"
+    if found in ("'}'", "'|'"):
+        return " (an empty option? write \\| or \\} for a literal character)"
+    return ""
 
 
 def check_parts(parts: list[Part], markup: str) -> None:

@@ -110,7 +110,9 @@ def close_gaps(text: str, cuts: list[tuple[int, str]]) -> str:
     -> ``спит.`` (no space before punctuation, a line break or the end), and a span that
     began a line takes the space after it along (``{?Итак,} кот`` -> ``кот``). ``cuts`` are
     (offset, dropped text); they are handled from the last, and an earlier cut inside
-    spaces removed for a later one moves to where they were."""
+    spaces removed for a later one moves to where they were. A span that was a whole line
+    (nothing but spaces around it on its line) takes its line along, spaces and one line
+    break: ``a\n{?b}\nc`` -> ``a\nc``, not ``a\n\nc``."""
     bound = len(text)
     for at, dropped in sorted(cuts, reverse=True):
         at = min(at, bound)
@@ -121,6 +123,15 @@ def close_gaps(text: str, cuts: list[tuple[int, str]]) -> str:
         while end < len(text) and _hspace(text[end]):
             end += 1
         line_start = start == 0 or text[start - 1] in "\n\r"
+        line_end = end == len(text) or text[end] in "\n\r"
+        if line_start and line_end and dropped.strip() and (start > 0 or end < len(text)):
+            if end < len(text):                               # the line and the break after it
+                end += 2 if text[end:end + 2] == "\r\n" else 1
+            else:                                             # the last line: the break before it
+                start -= 2 if text[start - 2:start] == "\r\n" else 1
+            text, at = text[:start] + text[end:], start
+            bound = at
+            continue
         if start < at and end > at:                          # spaces on both sides: keep the first
             text, end = text[:at] + text[end:], at
         if start < at and not line_start and (end == len(text) or text[end] in CLOSING or text[end] in "\n\r"):
