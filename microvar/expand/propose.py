@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..dsl.markup import Alt, Anchor, Lit, Part, Swap
 from .fluency import SubstitutionStats, measure
 from .reorder import DEFAULT_MARGIN, ReorderStats, candidates, choose
-from .words import STOPWORDS, WORD
+from .words import STOPWORDS, words as find_words
 
 
 def _initial_text(p: Part) -> str:
@@ -67,7 +67,7 @@ def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random,
     words = []  # (part index, start, end)
     for i, p in enumerate(parts):
         if isinstance(p, Lit):
-            words.extend((i, m.start(), m.end()) for m in WORD.finditer(p.text))
+            words.extend((i, start, end) for start, end in find_words(p.text))
     chosen: dict[int, list[tuple[int, int, object]]] = {}
 
     def take(i: int, start: int, end: int, kind) -> None:

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 
 from .fluency import CheckStats, measure
-from .words import NEGATIONS, PREPOSITIONS, STOPWORDS, WORD
+from .words import NEGATIONS, PREPOSITIONS, STOPWORDS, WORD, words as find_words
 
 DEFAULT_MARGIN = 0.5          # nats: a swap may cost the sentence at most this much
 MAX_CANDIDATES = 24           # pairs measured per seed (one batched forward)
@@ -93,7 +93,7 @@ def candidates(text: str, taken: set[int] = frozenset()) -> list[Pair]:
     start offsets of words already used by another proposal (anchors)."""
     pairs: list[Pair] = []
     for a, b in prose_ranges(text):
-        words = [(a + m.start(), a + m.end()) for m in WORD.finditer(text[a:b])]
+        words = [(a + s, a + e) for s, e in find_words(text[a:b])]
         for k in range(len(words) - 1):
             (s1, e1), (s2, e2) = words[k], words[k + 1]
             if text[e1:s2] == " " and _content(text, s1, e1) and _content(text, s2, e2) \

@@ -1,10 +1,28 @@
 """Words as proposals see them: the word pattern, the function words that make poor anchors
 and never trade places (English and Russian), and where a grown continuation may end."""
 
-import re
 import unicodedata
 
-WORD = re.compile(r"[^\W\d_][\w'’-]*[^\W_]|[^\W\d_]")
+import regex
+
+# joiners: a zero-width non-joiner, a zero-width joiner, a word joiner hold their neighbours together
+JOINERS = "\u200c\u200d\u2060"
+
+# A word, read in graphemes (``\X``: a letter with its combining marks, ``о́`` is one): it
+# begins with a letter and ends with a letter or digit, and letters, digits, ``_ ' ’ -`` and
+# joiners go between (``zero\u200dwidth`` is one word). The classes are those of ``re``'s
+# ``[^\W\d_]``, ``\w`` and ``[^\W_]``, so text without marks or joiners splits as before.
+WORD = regex.compile(r"(?=[\p{L}\p{Nl}\p{No}])\X"
+                     r"(?:(?:(?=[\p{L}\p{N}_'’\-" + JOINERS + r"])\X)*(?=[\p{L}\p{N}])\X)?")
+
+
+def words(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each word of text that a proposal may pick (an anchor, a swap): whole
+    graphemes, so a marker never comes between a letter and its accent; a word that a joiner
+    ties to what is before or after it (an emoji, a zero-width joiner, a letter) is not one."""
+    spans = (m.span() for m in WORD.finditer(text))
+    return [(s, e) for s, e in spans if not set(text[max(s - 1, 0):s] + text[e - 1:e + 1]) & set(JOINERS)]
+
 
 # Frequent function words that make poor anchors (English and Russian).
 STOPWORDS = frozenset("""

@@ -1,0 +1,81 @@
+"""Which words the proposals pick (anchors for ``mark``, rule-proposed reorders, model
+swaps), on text a new user wrote: combining accents and joiners stay inside their word,
+and no word is picked inside Markdown code or inside a marker the seed already holds."""
+
+from __future__ import annotations
+
+import pytest
+
+from microvar.dsl.markup import Anchor, Swap
+from microvar.dsl.recipe import parse_recipe
+from microvar.expand.expander import Expander
+from microvar.expand.seeds import Seed
+from microvar.expand.words import words
+
+MARKERS = ("[HIGHLIGHT]", "[ANCHOR]", "[SHIFT]")
+RECIPE = parse_recipe("edit identity\nedit mark anchors with markers as prefix wrap\nanchors 3\n"
+                      "edit reorder within 0.5 nats\n")
+
+
+def picked(text: str) -> list[str]:
+    return [text[s:e] for s, e in words(text)]
+
+
+def expand_plain(tk, text: str, recipe=RECIPE):
+    return Expander(tk).expand(Seed("s", text, None, None), recipe)
+
+
+def marked_texts(res) -> list[str]:
+    return [v.text for v in res.kept if v.stage == "mark"]
+
+
+# ---------------------------------------------------------------- 1. combining marks
+
+
+ACCENTS = "Зàмок и замо́к — разные слова́."
+
+
+def test_word_includes_its_combining_marks():
+    assert picked(ACCENTS) == ["Зàмок", "и", "замо́к", "разные", "слова́"]
+    assert picked("cafe\u0301 naïve") == ["cafe\u0301", "naïve"]
+
+
+def test_marker_never_splits_an_accent_off_its_letter(tk):
+    res = expand_plain(tk, ACCENTS)
+    texts = marked_texts(res)
+    assert texts
+    for text in texts:
+        for i, ch in enumerate(text):
+            if ch in "\u0300\u0301":  # the accent still follows a letter, not a space or a marker
+                assert text[i - 1].isalpha(), text
+    labels = [e for v in res.kept for e in v.edits if e.startswith("mark:")]
+    assert any(e.endswith("@замо́к") for e in labels) and not any(e.endswith("@замо") for e in labels)
+
+
+# ---------------------------------------------------------------- 2. joiners
+
+
+ZWJ = "Семья 👩\u200d💻 пишет код, a zero\u200dwidth joiner here."
+
+
+def test_joined_word_is_one_word():
+    assert picked(ZWJ) == ["Семья", "пишет", "код", "a", "zero\u200dwidth", "joiner", "here"]
+    assert picked("на\u2060пример и\u200cещё") == ["на\u2060пример", "и\u200cещё"]
+
+
+def test_word_tied_by_a_joiner_to_an_emoji_is_not_picked():
+    assert picked("👩\u200dкод и текст") == ["и", "текст"]
+    assert picked("код\u200d👩 и текст") == ["и", "текст"]
+
+
+def test_marker_never_follows_or_precedes_a_joiner(tk):
+    texts = marked_texts(expand_plain(tk, ZWJ))
+    assert texts
+    for text in texts:
+        for marker in MARKERS:
+            for m in (marker, marker.replace("[", "[/")):
+                at = text.find(m)
+                while at >= 0:
+                    assert "\u200d" not in text[max(at - 2, 0):at + len(m) + 2], text
+                    at = text.find(m, at + 1)
+        assert "👩\u200d💻" in text and "zero\u200dwidth" in text
