@@ -4,6 +4,8 @@ and no word is picked inside Markdown code or inside a marker the seed already h
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from microvar.dsl.markup import Anchor, Swap
@@ -23,6 +25,12 @@ def picked(text: str) -> list[str]:
 
 def expand_plain(tk, text: str, recipe=RECIPE):
     return Expander(tk).expand(Seed("s", text, None, None), recipe)
+
+
+def picks(tk, text: str) -> tuple[list[str], list[str]]:
+    """The anchors and the rule's swappable words proposed for a plain seed."""
+    doc = Expander(tk).make_doc(Seed("s", text, None, None), RECIPE, random.Random(0))
+    return [p.text for p in doc.parts if isinstance(p, Anchor)], [p.text for p in doc.parts if isinstance(p, Swap)]
 
 
 def marked_texts(res) -> list[str]:
@@ -79,3 +87,42 @@ def test_marker_never_follows_or_precedes_a_joiner(tk):
                     assert "\u200d" not in text[max(at - 2, 0):at + len(m) + 2], text
                     at = text.find(m, at + 1)
         assert "👩\u200d💻" in text and "zero\u200dwidth" in text
+
+
+# ---------------------------------------------------------------- 3. Markdown code
+
+
+FENCED = "Пример:\n```python\ndef calculate_total(items):\n    return sum(items)\n```\nКонец."
+
+
+def test_code_spans_are_fences_and_backticks():
+    from microvar.expand.words import code_spans
+
+    spans = [FENCED[a:b] for a, b in code_spans(FENCED)]
+    assert spans == ["```python", "def calculate_total(items):", "    return sum(items)", "```"]
+    text = "Call `compute_total(items)` once, then `stop"
+    assert [text[a:b] for a, b in code_spans(text)] == ["`compute_total(items)`", "`stop"]
+
+
+def test_no_mark_inside_a_fenced_block(tk):
+    anchors, _ = picks(tk, FENCED)
+    assert sorted(anchors) == ["Конец", "Пример"]
+    texts = marked_texts(expand_plain(tk, FENCED))
+    assert texts and all("```python\ndef calculate_total(items):\n    return sum(items)\n```" in t for t in texts)
+
+
+def test_no_mark_inside_backticks_and_prose_still_marked(tk):
+    text = "Вызовите `calculate_total` для подсчёта, затем проверьте результат."
+    anchors, _ = picks(tk, text)
+    assert anchors and "calculate_total" not in anchors and all(a in text.replace("`calculate_total`", "")
+                                                                for a in anchors)
+    texts = marked_texts(expand_plain(tk, text))
+    assert texts and all("`calculate_total`" in t for t in texts)
+
+
+def test_prose_ranges_unchanged_by_the_shared_detector():
+    from microvar.expand.reorder import prose_ranges
+
+    text = "Одна строка `код` и ещё.\n```\nx = 1\n```\nКонец."
+    assert [text[a:b] for a, b in prose_ranges(text)] == ["Одна строка ", " и ещё.", "Конец."]
+    assert prose_ranges("total = 0\nfor item in items:") == []

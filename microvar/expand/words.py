@@ -1,7 +1,10 @@
-"""Words as proposals see them: the word pattern, the function words that make poor anchors
-and never trade places (English and Russian), and where a grown continuation may end."""
+"""Words as proposals see them: the word pattern, where no word may be picked (Markdown
+code), the function words that make poor anchors and never
+trade places (English and Russian), and where a grown continuation may end."""
 
+import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 
 import regex
 
@@ -22,6 +25,38 @@ def words(text: str) -> list[tuple[int, int]]:
     ties to what is before or after it (an emoji, a zero-width joiner, a letter) is not one."""
     spans = (m.span() for m in WORD.finditer(text))
     return [(s, e) for s, e in spans if not set(text[max(s - 1, 0):s] + text[e - 1:e + 1]) & set(JOINERS)]
+
+
+FENCE = re.compile(r"^\s*(```|~~~)")     # a line that opens or closes a fenced block
+BACKTICKS = re.compile(r"`[^`]*`?")      # a backtick span (an unclosed one runs to the line end)
+
+
+def code_lines(text: str) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+    """Each line of text as (start, end, code): ``code`` the line's Markdown code, as
+    character ranges: the whole line in a fenced block or on its fence line (an unclosed
+    fence runs to the end of text), else its backtick spans."""
+    pos, fenced = 0, False
+    for line in text.split("\n"):
+        start, pos = pos, pos + len(line) + 1
+        end = start + len(line)
+        if FENCE.match(line):
+            fenced = not fenced
+            yield start, end, [(start, end)]
+        elif fenced:
+            yield start, end, [(start, end)]
+        else:
+            yield start, end, [(start + m.start(), start + m.end()) for m in BACKTICKS.finditer(line)]
+
+
+def code_spans(text: str) -> list[tuple[int, int]]:
+    """Character ranges of text that are Markdown code (fenced blocks with their fence lines,
+    backtick spans): no proposal picks a word there (nor does the reorder rule)."""
+    return [span for _, _, code in code_lines(text) for span in code if span[1] > span[0]]
+
+
+def outside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Characters start..end overlap none of spans."""
+    return all(end <= a or start >= b for a, b in spans)
 
 
 # Frequent function words that make poor anchors (English and Russian).
