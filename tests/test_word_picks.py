@@ -126,3 +126,25 @@ def test_prose_ranges_unchanged_by_the_shared_detector():
     text = "Одна строка `код` и ещё.\n```\nx = 1\n```\nКонец."
     assert [text[a:b] for a, b in prose_ranges(text)] == ["Одна строка ", " и ещё.", "Конец."]
     assert prose_ranges("total = 0\nfor item in items:") == []
+
+
+# ---------------------------------------------------------------- 4. a marker in the seed
+
+
+LITERAL = "Смотри [ANCHOR] здесь и там."
+
+
+@pytest.mark.parametrize("text", [LITERAL, "Смотри здесь [/SHIFT] и [HIGHLIGHT] там, всё понятно."])
+def test_no_word_picked_inside_or_under_a_marker_the_seed_spells(tk, text):
+    anchors, swaps = picks(tk, text)
+    for word in ("ANCHOR", "SHIFT", "HIGHLIGHT", "здесь", "там"):
+        assert word not in anchors + swaps
+    res = expand_plain(tk, text)
+    for v in res.kept:
+        assert "[[" not in v.text and "]]" not in v.text and "[/[" not in v.text, v.text
+        assert not any(e.endswith(("@ANCHOR", "@SHIFT", "@HIGHLIGHT")) for e in v.edits), v.edits
+
+
+def test_the_repro_literal_marker_keeps_the_seed_intact(tk):
+    texts = marked_texts(expand_plain(tk, LITERAL))
+    assert texts and all("Смотри [ANCHOR] здесь и там." in t for t in texts)

@@ -10,9 +10,10 @@ import random
 from dataclasses import dataclass
 
 from ..dsl.markup import Alt, Anchor, Lit, Part, Swap
+from .edits.base import closing
 from .fluency import SubstitutionStats, measure
 from .reorder import DEFAULT_MARGIN, ReorderStats, candidates, choose
-from .words import STOPWORDS, code_spans, outside, words as find_words
+from .words import STOPWORDS, code_spans, marker_spans, outside, words as find_words
 
 
 def _initial_text(p: Part) -> str:
@@ -58,11 +59,12 @@ def substitutions(text: str, starts: list[int], words: list[tuple[int, int, int]
 
 def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random, advisor=None,
             model_swaps: int = 0, n_substitute: int = 3, reorder: ReorderRule | None = None,
-            substitute: SubstitutionStats | None = None) -> list[Part]:
+            substitute: SubstitutionStats | None = None, markers: tuple[str, ...] = ()) -> list[Part]:
     """Add anchors (and, under a reorder rule, up to ``n_swaps`` word pairs that still read
     when swapped, see reorder.py; and model alternatives for up to ``n_substitute``
     words when ``model_swaps`` > 0) inside literal text: never in Markdown code (a fenced
-    block, a backtick span)."""
+    block, a backtick span), inside one of the recipe's ``markers`` (or its closing form)
+    the text already spells, nor on the word such a marker already marks."""
     has_anchor = any(isinstance(p, Anchor) for p in parts)
     has_swap = any(isinstance(p, Swap) for p in parts)
     starts, pos = [], 0
@@ -70,7 +72,7 @@ def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random,
         starts.append(pos)
         pos += len(_initial_text(p))
     whole = "".join(_initial_text(p) for p in parts)
-    blocked = code_spans(whole)
+    blocked = code_spans(whole) + marker_spans(whole, ((m, closing(m)) for m in markers))
     words = []  # (part index, start, end)
     for i, p in enumerate(parts):
         if isinstance(p, Lit):

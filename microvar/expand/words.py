@@ -1,5 +1,5 @@
 """Words as proposals see them: the word pattern, where no word may be picked (Markdown
-code), the function words that make poor anchors and never
+code, a marker already in the text), the function words that make poor anchors and never
 trade places (English and Russian), and where a grown continuation may end."""
 
 import re
@@ -52,6 +52,28 @@ def code_spans(text: str) -> list[tuple[int, int]]:
     """Character ranges of text that are Markdown code (fenced blocks with their fence lines,
     backtick spans): no proposal picks a word there (nor does the reorder rule)."""
     return [span for _, _, code in code_lines(text) for span in code if span[1] > span[0]]
+
+
+def marker_spans(text: str, markers: Iterable[tuple[str, str]]) -> list[tuple[int, int]]:
+    """Character ranges where text already spells one of the markers, (opening, closing)
+    pairs, and the word each already marks: the one after an opening marker, the one before
+    a closing marker (only spaces between). A word inside a marker (``ANCHOR`` of
+    ``[ANCHOR]``) is no word, and one marked again would stack two (``[ANCHOR] [SHIFT] здесь``)."""
+    out = []
+    for opening, close in markers:
+        for marker, forward in ((opening, True), (close, False)):
+            for m in re.finditer(re.escape(marker), text) if marker else ():
+                a, b = m.span()
+                if forward:
+                    while b < len(text) and text[b] in " \t":
+                        b += 1
+                    b += 1                       # reaches into the word after it
+                else:
+                    while a > 0 and text[a - 1] in " \t":
+                        a -= 1
+                    a -= 1                       # reaches into the word before it
+                out.append((max(a, 0), min(b, len(text))))
+    return out
 
 
 def outside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
