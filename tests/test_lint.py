@@ -157,6 +157,16 @@ def test_few_variants_and_marker_allowance(cli, write_seeds, tmp_path, tk):
     assert single and all(len(tk.encode([" " + s.strip("'")])[0]) == 1 for s in single)
 
 
+def test_seed_spelling_a_marker_is_a_warning_at_its_place(cli, write_seeds):
+    seeds = write_seeds([{"id": "lit", "text": "Смотри [ANCHOR] здесь и там."}])
+    r = cli("lint", seeds, "-q", "--no-expand")
+    print(r.stdout)
+    assert r.exit_code == 0
+    column = seeds.read_text(encoding="utf-8").index("[ANCHOR]") + 1
+    assert (f"{seeds}:1:{column}: warning: the text of seed 'lit' holds '[ANCHOR]', a marker of recipe 'default'"
+            in r.stdout and "[marker-text]" in r.stdout)
+
+
 def test_stdin_and_unreadable_paths(cli, tmp_path):
     r = cli("lint", "-", "-q", input='{"id": "a", "markup": "x {y|} z"}\n')
     assert r.exit_code == 1 and r.stdout.startswith("<stdin>:1:29: error: markup column 6")

@@ -44,3 +44,19 @@ def test_tail_cost_alone(tmp_path, tk):
     recipe = parse_recipe('recipe r\nedit identity\nedit tail "→ a long tail of many words:"\n', "r.recipe")
     (problem,) = token_checks.tail_cost(ctx, recipe)
     assert (problem.code, problem.severity, problem.line) == ("tail-cost", "warning", 3)
+
+
+def test_marker_text_alone(tmp_path, tk):
+    ctx, seeds = context(tmp_path, tk, {"id": "lit", "text": "Смотри [ANCHOR] здесь и там."},
+                         {"id": "m", "markup": "See [[here]] and [/SHIFT] there.", "continuation": " Then [SHIFT] go."},
+                         {"id": "ok", "text": "A [note] in brackets is fine."})
+    recipe = parse_recipe('recipe r\nedit identity\nmarkers "[HIGHLIGHT]" "[ANCHOR]" "[SHIFT]" max 8 tokens\n',
+                          "r.recipe")
+    lines = (tmp_path / "seeds.jsonl").read_text(encoding="utf-8").splitlines()
+    (lit,) = seed_checks.marker_text(ctx, case(ctx, seeds[0], recipe))
+    assert (lit.code, lit.severity, lit.line, lit.column) == ("marker-text", "warning", 1, lines[0].index("[ANCHOR]") + 1)
+    assert "'[ANCHOR]'" in lit.message and "'lit'" in lit.message and "^^^^^^^^" in lit.context
+    found = list(seed_checks.marker_text(ctx, case(ctx, seeds[1], recipe)))
+    assert [(p.line, p.column) for p in found] == [(2, lines[1].index("[/SHIFT]") + 1), (2, lines[1].index("[SHIFT]") + 1)]
+    assert "markup" in found[0].message and "continuation" in found[1].message
+    assert not list(seed_checks.marker_text(ctx, case(ctx, seeds[2], recipe)))

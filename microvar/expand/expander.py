@@ -131,7 +131,8 @@ class Expander:
         if swap_model is not None:
             self.substitution_stats.margin = swap_model.args[1] if len(swap_model.args) > 1 else SUBSTITUTE_MARGIN
         parts = propose(parts, recipe.anchors if recipe.edit("mark") else 0, 2 if reorder else 0, rng,
-                        self.advisor, model_swaps, reorder=reorder, substitute=self.substitution_stats)
+                        self.advisor, model_swaps, reorder=reorder, substitute=self.substitution_stats,
+                        markers=tuple(recipe.markers))
         continuation, source = seed.continuation, "given"
         code = is_code(seed.meta) or not prose_ranges(seed.text)
         if not continuation and recipe.edit("grow_model") and self.advisor:

@@ -10,9 +10,10 @@ import random
 from dataclasses import dataclass
 
 from ..dsl.markup import Alt, Anchor, Lit, Part, Swap
+from .edits.base import closing
 from .fluency import SubstitutionStats, measure
 from .reorder import DEFAULT_MARGIN, ReorderStats, candidates, choose
-from .words import STOPWORDS, WORD
+from .words import STOPWORDS, code_spans, marker_spans, outside, words as find_words
 
 
 def _initial_text(p: Part) -> str:
@@ -58,16 +59,25 @@ def substitutions(text: str, starts: list[int], words: list[tuple[int, int, int]
 
 def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random, advisor=None,
             model_swaps: int = 0, n_substitute: int = 3, reorder: ReorderRule | None = None,
-            substitute: SubstitutionStats | None = None) -> list[Part]:
+            substitute: SubstitutionStats | None = None, markers: tuple[str, ...] = ()) -> list[Part]:
     """Add anchors (and, under a reorder rule, up to ``n_swaps`` word pairs that still read
     when swapped, see reorder.py; and model alternatives for up to ``n_substitute``
-    words when ``model_swaps`` > 0) inside literal text."""
+    words when ``model_swaps`` > 0) inside literal text: never in Markdown code (a fenced
+    block, a backtick span), inside one of the recipe's ``markers`` (or its closing form)
+    the text already spells, nor on the word such a marker already marks."""
     has_anchor = any(isinstance(p, Anchor) for p in parts)
     has_swap = any(isinstance(p, Swap) for p in parts)
+    starts, pos = [], 0
+    for p in parts:
+        starts.append(pos)
+        pos += len(_initial_text(p))
+    whole = "".join(_initial_text(p) for p in parts)
+    blocked = code_spans(whole) + marker_spans(whole, ((m, closing(m)) for m in markers))
     words = []  # (part index, start, end)
     for i, p in enumerate(parts):
         if isinstance(p, Lit):
-            words.extend((i, m.start(), m.end()) for m in WORD.finditer(p.text))
+            words.extend((i, start, end) for start, end in find_words(p.text)
+                         if outside(blocked, starts[i] + start, starts[i] + end))
     chosen: dict[int, list[tuple[int, int, object]]] = {}
 
     def take(i: int, start: int, end: int, kind) -> None:
@@ -75,11 +85,7 @@ def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random,
 
     probe = None
     if advisor is not None and words and ((not has_anchor and n_anchors > 0) or model_swaps > 0):
-        starts, pos = [], 0
-        for p in parts:
-            starts.append(pos)
-            pos += len(_initial_text(p))
-        probe = advisor.probe("".join(_initial_text(p) for p in parts))
+        probe = advisor.probe(whole)
         cost = {w: advisor.surprisal(probe, starts[w[0]] + w[1], starts[w[0]] + w[2]) for w in words}
 
     def rank(w):  # most surprising first with a model; longest first without
@@ -88,7 +94,8 @@ def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random,
     used: set[tuple[int, int]] = set()
     if not has_swap and n_swaps > 0 and reorder is not None and len(parts) == 1 and isinstance(parts[0], Lit):
         text = parts[0].text
-        pairs, measured = choose(text, candidates(text), n_swaps, advisor,
+        pairs = [p for p in candidates(text) if outside(blocked, p.s1, p.e1) and outside(blocked, p.s2, p.e2)]
+        pairs, measured = choose(text, pairs, n_swaps, advisor,
                                  reorder.margin, rng)
         if reorder.stats is not None:
             reorder.stats.update(measured, pairs)
@@ -109,7 +116,7 @@ def propose(parts: list[Part], n_anchors: int, n_swaps: int, rng: random.Random,
             if len(seen) == n_anchors:
                 break
     if probe is not None and model_swaps > 0:
-        text = "".join(_initial_text(p) for p in parts)
+        text = whole
         candidates_ = [(i, start, end) for i, start, end in sorted(words, key=rank)
                        if (i, start) not in used and parts[i].text[start:end].lower() not in STOPWORDS
                        and end - start >= 3]

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 
 from .fluency import CheckStats, measure
-from .words import NEGATIONS, PREPOSITIONS, STOPWORDS, WORD
+from .words import NEGATIONS, PREPOSITIONS, STOPWORDS, WORD, code_lines, words as find_words
 
 DEFAULT_MARGIN = 0.5          # nats: a swap may cost the sentence at most this much
 MAX_CANDIDATES = 24           # pairs measured per seed (one batched forward)
@@ -39,7 +39,6 @@ NATURAL = frozenset({"en", "ru", "uk", "be", "de", "fr", "es", "it", "pt", "nl",
 # a line that reads as code: code punctuation, a call, an assignment, or indentation
 _CODE_LINE = re.compile(r"[{}\[\];=<>$`]|\w\(|^\s{2,}\S|^\t|^\s*(#!|//|--|def |class |import |from \S+ import|"
                         r"return\b|SELECT\b|select\b)")
-_FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 @dataclass(frozen=True)
@@ -68,23 +67,19 @@ def is_code(meta: dict | None) -> bool:
 
 def prose_ranges(text: str) -> list[tuple[int, int]]:
     """Character ranges of text that are prose, with fenced blocks and backtick spans cut
-    out; none at all when any other line reads as code (a seed that holds code is code:
-    ``for item in items:`` reads as prose on its own, but not beside ``total = 0``)."""
-    out, pos, fenced = [], 0, False
-    for line in text.split("\n"):
-        start, pos = pos, pos + len(line) + 1
-        if _FENCE.match(line):
-            fenced = not fenced
-            continue
-        if fenced:
-            continue
-        if _CODE_LINE.search(re.sub(r"`[^`]*`?", "", line)):
+    out (``words.code_lines``); none at all when any other line reads as code (a seed that
+    holds code is code: ``for item in items:`` reads as prose on its own, but not beside
+    ``total = 0``)."""
+    out = []
+    for start, end, code in code_lines(text):
+        pieces, cut = [], start
+        for a, b in code:
+            pieces.append((cut, a))
+            cut = b
+        pieces.append((cut, end))
+        if _CODE_LINE.search("".join(text[a:b] for a, b in pieces)):
             return []
-        cut = start
-        for m in re.finditer(r"`[^`]*`?", line):
-            out.append((cut, start + m.start()))
-            cut = start + m.end()
-        out.append((cut, start + len(line)))
+        out.extend(pieces)
     return [(a, b) for a, b in out if b > a]
 
 
@@ -93,7 +88,7 @@ def candidates(text: str, taken: set[int] = frozenset()) -> list[Pair]:
     start offsets of words already used by another proposal (anchors)."""
     pairs: list[Pair] = []
     for a, b in prose_ranges(text):
-        words = [(a + m.start(), a + m.end()) for m in WORD.finditer(text[a:b])]
+        words = [(a + s, a + e) for s, e in find_words(text[a:b])]
         for k in range(len(words) - 1):
             (s1, e1), (s2, e2) = words[k], words[k + 1]
             if text[e1:s2] == " " and _content(text, s1, e1) and _content(text, s2, e2) \

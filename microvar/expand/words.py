@@ -1,10 +1,85 @@
-"""Words as proposals see them: the word pattern, the function words that make poor anchors
-and never trade places (English and Russian), and where a grown continuation may end."""
+"""Words as proposals see them: the word pattern, where no word may be picked (Markdown
+code, a marker already in the text), the function words that make poor anchors and never
+trade places (English and Russian), and where a grown continuation may end."""
 
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 
-WORD = re.compile(r"[^\W\d_][\w'’-]*[^\W_]|[^\W\d_]")
+import regex
+
+# joiners: a zero-width non-joiner, a zero-width joiner, a word joiner hold their neighbours together
+JOINERS = "\u200c\u200d\u2060"
+
+# A word, read in graphemes (``\X``: a letter with its combining marks, ``о́`` is one): it
+# begins with a letter and ends with a letter or digit, and letters, digits, ``_ ' ’ -`` and
+# joiners go between (``zero\u200dwidth`` is one word). The classes are those of ``re``'s
+# ``[^\W\d_]``, ``\w`` and ``[^\W_]``, so text without marks or joiners splits as before.
+WORD = regex.compile(r"(?=[\p{L}\p{Nl}\p{No}])\X"
+                     r"(?:(?:(?=[\p{L}\p{N}_'’\-" + JOINERS + r"])\X)*(?=[\p{L}\p{N}])\X)?")
+
+
+def words(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each word of text that a proposal may pick (an anchor, a swap): whole
+    graphemes, so a marker never comes between a letter and its accent; a word that a joiner
+    ties to what is before or after it (an emoji, a zero-width joiner, a letter) is not one."""
+    spans = (m.span() for m in WORD.finditer(text))
+    return [(s, e) for s, e in spans if not set(text[max(s - 1, 0):s] + text[e - 1:e + 1]) & set(JOINERS)]
+
+
+FENCE = re.compile(r"^\s*(```|~~~)")     # a line that opens or closes a fenced block
+BACKTICKS = re.compile(r"`[^`]*`?")      # a backtick span (an unclosed one runs to the line end)
+
+
+def code_lines(text: str) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+    """Each line of text as (start, end, code): ``code`` the line's Markdown code, as
+    character ranges: the whole line in a fenced block or on its fence line (an unclosed
+    fence runs to the end of text), else its backtick spans."""
+    pos, fenced = 0, False
+    for line in text.split("\n"):
+        start, pos = pos, pos + len(line) + 1
+        end = start + len(line)
+        if FENCE.match(line):
+            fenced = not fenced
+            yield start, end, [(start, end)]
+        elif fenced:
+            yield start, end, [(start, end)]
+        else:
+            yield start, end, [(start + m.start(), start + m.end()) for m in BACKTICKS.finditer(line)]
+
+
+def code_spans(text: str) -> list[tuple[int, int]]:
+    """Character ranges of text that are Markdown code (fenced blocks with their fence lines,
+    backtick spans): no proposal picks a word there (nor does the reorder rule)."""
+    return [span for _, _, code in code_lines(text) for span in code if span[1] > span[0]]
+
+
+def marker_spans(text: str, markers: Iterable[tuple[str, str]]) -> list[tuple[int, int]]:
+    """Character ranges where text already spells one of the markers, (opening, closing)
+    pairs, and the word each already marks: the one after an opening marker, the one before
+    a closing marker (only spaces between). A word inside a marker (``ANCHOR`` of
+    ``[ANCHOR]``) is no word, and one marked again would stack two (``[ANCHOR] [SHIFT] здесь``)."""
+    out = []
+    for opening, close in markers:
+        for marker, forward in ((opening, True), (close, False)):
+            for m in re.finditer(re.escape(marker), text) if marker else ():
+                a, b = m.span()
+                if forward:
+                    while b < len(text) and text[b] in " \t":
+                        b += 1
+                    b += 1                       # reaches into the word after it
+                else:
+                    while a > 0 and text[a - 1] in " \t":
+                        a -= 1
+                    a -= 1                       # reaches into the word before it
+                out.append((max(a, 0), min(b, len(text))))
+    return out
+
+
+def outside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Characters start..end overlap none of spans."""
+    return all(end <= a or start >= b for a, b in spans)
+
 
 # Frequent function words that make poor anchors (English and Russian).
 STOPWORDS = frozenset("""

@@ -3,7 +3,8 @@ in one pass and each reported at its place (``FILE:LINE[:COL]``).
 
 What is checked:
   seeds      bad lines (JSON, fields, duplicate ids), markup syntax, unknown fields, odd
-             characters (lone surrogates, control and invisible characters)
+             characters (lone surrogates, control and invisible characters), a recipe's
+             marker the seed already spells (``marker-text``)
   recipes    syntax and meaning; after an error the line is set aside and parsing goes on,
              so every bad line is reported; recipes that seeds name are checked too
   templates  Jinja syntax, unknown filters, missing includes, variables a wrap template is

@@ -25,8 +25,8 @@ TEMPLATE_GATES: tuple[Check, ...] = (templates.parse,)                          
 TEMPLATE: tuple[Check, ...] = (templates.undefined_variables, templates.includes)  # (ctx, template)
 SEED_GATES: tuple[Check, ...] = (seeds.too_long, seeds.token_checks)               # (ctx, SeedCase)
 SEED: tuple[Check, ...] = (                                                        # (ctx, SeedCase)
-    seeds.density, seeds.continuation_too_long, markup.alternatives, markup.swaps, markup.drops, markup.unused,
-    seeds.unused_continuation, expansion.few_variants,
+    seeds.density, seeds.marker_text, seeds.continuation_too_long, markup.alternatives, markup.swaps,
+    markup.drops, markup.unused, seeds.unused_continuation, expansion.few_variants,
 )
 TEMPLATE_SEEDS: tuple[Check, ...] = (templates.rendering,)                         # (ctx, template, [(seed, recipe)])
 

@@ -1,7 +1,7 @@
 """Seed lines: reading the seeds file (bad lines, markup syntax, unknown fields, odd
-characters, each at its column) and the checks of a seed against the tokenizer: longer
-than the model's context, failing the token checks whole, spelled in small pieces, a
-continuation never revealed."""
+characters, each at its column), a seed that already spells one of its recipe's markers,
+and the checks of a seed against the tokenizer: longer than the model's context, failing
+the token checks whole, spelled in small pieces, a continuation never revealed."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ...dsl.markup import MarkupSyntaxError, parse_markup
 from ...errors import InputError
+from ...expand.edits.base import closing
 from ...expand.reorder import is_code, prose_ranges
 from ...expand.seeds import Seed, read_seeds
 from ...expand.tokens import Candidate, align, check_in_vocab, check_round_trip
@@ -168,6 +169,28 @@ def density(ctx: Context, case: SeedCase) -> Iterator[Problem]:
                  f"seed {s.id!r} is {n} tokens for {len(s.text)} characters ({n / len(s.text):.2f} a character) "
                  f"under {ctx.tk.name}: its words are several tokens each, so word-level edits rarely fit the step "
                  "budget", hint)
+
+
+def marker_text(ctx: Context, case: SeedCase) -> Iterator[Problem]:
+    """A warning for each of the recipe's markers (or closing forms) the seed's text or
+    continuation already spells: the model cannot tell it from a marker ``mark`` inserts,
+    and ``mark`` leaves the word inside it and the word it marks alone."""
+    s, recipe = case.seed, case.recipe
+    if recipe is None:
+        return
+    key = "text" if s.parts is None else "markup"
+    written = case.markup if case.markup is not None else s.text
+    continuation = s.continuation or ""
+    for field_name, text, value in ((key, s.text, written), ("continuation", continuation, continuation)):
+        for marker in dict.fromkeys(m for opening in recipe.markers for m in (opening, closing(opening))):
+            if marker and marker in text:
+                index = value.find(marker)
+                yield ctx.at(s.line, ctx.column(s.line, field_name, index) if index >= 0 else None, "warning",
+                             "marker-text",
+                             f"the {field_name} of seed {s.id!r} holds {marker!r}, a marker of recipe "
+                             f"{recipe.name!r}: the model cannot tell it from a marker `mark` inserts",
+                             "reword the seed, or give the recipe markers the seeds do not spell (`markers ...`)",
+                             context=underline(value, index, len(marker)) if index >= 0 else "")
 
 
 def continuation_too_long(ctx: Context, case: SeedCase) -> Iterator[Problem]:
