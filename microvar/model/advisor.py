@@ -225,7 +225,8 @@ class Advisor:
         """The model's greedy continuation of text: n_tokens (fewer at a special token), in
         whole words (``word_ends``; whole lines in code). The word the window cuts may finish
         in up to n_tokens more (decoding goes on until its end is seen); one that does not is
-        dropped, and a continuation without any word end is ""."""
+        dropped, and a continuation without any word end is "". It starts at a boundary: after
+        a seed ending in a word or number no token that goes on inside it (``glues``)."""
         probe = self.probe(text)
         if probe.cache is None:  # an earlier continuation consumed it
             self._probe = None
