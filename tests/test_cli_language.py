@@ -125,7 +125,7 @@ def _readme_summary() -> list[str]:
     return block.splitlines()
 
 
-FREE_TEXT = ("rejected by check:", "reorder rule:", "model substitutions:", "budget removed:",
+FREE_TEXT = ("rejected by check:", "reorder rule:", "model substitutions:", "model continuations:", "budget removed:",
              "designer edits unused:", "rows by stage:")
 
 
@@ -156,6 +156,7 @@ def test_readme_summary_has_the_shape_expand_prints(tmp_path):
         xs.extend([0.0, 1.0])
     summary.budget.removed["surprisal <= 2.5x"] += 1
     summary.substitution.proposed = summary.substitution.words = 1
+    summary.continuation.fragments = 1
     shapes = [_shape(line) for line in summary.lines() + ["wrote out"]]
     at = 0
     for line in _readme_summary():

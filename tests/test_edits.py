@@ -92,6 +92,70 @@ def test_tail(tk):
     assert by["tail:→ summary:"].text == "One line.\nTwo line.\n→ summary:"
 
 
+def test_tail_the_text_already_ends_with_is_not_appended(tk):
+    """A seed that ends ``→ summary:`` got ``→ summary: → summary:``: the same tail again is
+    no variant, the other tail still is."""
+    rcp = recipe('edit tail "→ summary:" "→ keywords:"')
+    for text in ("The weather is nice today. → summary:", "Line one.\nLine two.\n→ summary:  "):
+        res = expand(tk, tseed(text), rcp)
+        assert [v.edits for v in res.kept[1:]] == [["tail:→ keywords:"]]
+        assert not any(v.text.count("→ summary:") > 1 for v in res.kept)
+    # nor after another edit (the tail goes after the body and any drop)
+    res = expand(tk, mseed("The {weather|sky} is nice. → summary:"), recipe('edit tail "→ summary:"',
+                                                                            "edit swap alternatives"))
+    assert not any("→ summary: → summary:" in v.text for v in res.kept)
+    assert {v.text for v in res.kept[1:]} == {"The sky is nice. → summary:"}
+
+
+CRLF = "Первая строка.\r\nВторая строка.\r\nТретья строка."
+
+
+def _breaks(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"\r\n|\r|\n", text))
+
+
+def test_a_tail_breaks_its_line_the_way_the_seed_does(tk):
+    """Windows text got ``…Третья строка.\n→ summary:``: a bare ``\n`` after ``\r\n`` lines.
+    (``\r`` and ``\n`` are two SmolLM2 tokens: such a tail is 5 tokens, over the default
+    recipe's ``allow tail <= 4``.)"""
+    rcp = recipe('edit tail "→ summary:"', extra="allow tail <= 5\njumps <= 100%\n")
+    (v,) = expand(tk, tseed(CRLF), rcp).kept[1:]
+    assert v.text == CRLF + "\r\n→ summary:"
+    (v,) = expand(tk, tseed("One.\rTwo."), rcp).kept[1:]       # CR alone (old Mac text)
+    assert v.text == "One.\rTwo.\r→ summary:"
+    (v,) = expand(tk, tseed("One.\nTwo."), rcp).kept[1:]
+    assert v.text == "One.\nTwo.\n→ summary:"
+
+
+def test_a_wrap_template_breaks_its_lines_the_way_the_seed_does(tk):
+    rcp = recipe('edit wrap "chat_turn.j2" "json_like.j2"', 'edit tail "→ summary:"',
+                 extra="allow tail <= 5, wrap <= 40\njumps <= 100%\n")
+    res = expand(tk, tseed(CRLF), rcp)
+    texts = {tuple(v.edits): v.text for v in res.kept[1:]}
+    assert texts[("wrap:chat_turn",)] == "user: " + CRLF + "\r\nassistant:"
+    assert json.loads(texts[("wrap:json_like",)]) == {"text": CRLF}
+    for v in res.kept:
+        assert _breaks(v.text) <= {"\r\n"}, v.text
+    # a seed that mixes its breaks keeps the template's as written
+    mixed = "One.\r\nTwo.\nThree."
+    (v,) = expand(tk, tseed(mixed), recipe('edit wrap "chat_turn.j2"')).kept[1:]
+    assert v.text == "user: " + mixed + "\nassistant:"
+
+
+def test_a_model_continuation_breaks_its_lines_the_way_the_seed_does(tk):
+    """SmolLM2 continues Windows text with ``\n``: the grow rows write ``\r\n``."""
+    from test_grow_cuts import grown
+
+    text = "First line.\r\nSecond line."
+    rows, _ = grown(tk, tseed(text), "\n\nThird line here.\nAnd more.")
+    assert rows
+    for v in rows:
+        assert _breaks(v.text) == {"\r\n"}, v.text
+    assert rows[-1].text == text + "\r\n\r\nThird line here.\r\nAnd more."
+
+
 def test_tail_rejected_without_allowance(tk):
     res = expand(tk, tseed("The weather is nice today."), recipe('edit tail "→ summary:"', extra=""))
     assert len(res.kept) == 1 and [r.check for r in res.rejects] == ["step"]

@@ -5,13 +5,14 @@ per token)."""
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from test_edits import ALLOW, recipe, tseed
 
 from microvar.expand.expander import Expander
 from microvar.expand.seeds import Seed
-from microvar.expand.words import word_ends
+from microvar.expand.words import glues, word_ends
 
 ROOT = Path(__file__).resolve().parent.parent
 GROW = "edit grow model 1..2 tokens"
@@ -28,10 +29,15 @@ class FakeAdvisor:
         return self.cont
 
 
-def grown(tk, seed: Seed, cont: str, rng_seed: int = 0, step: int = 2):
+def grown(tk, seed: Seed, cont: str, rng_seed: int = 0, step: int = 2, in_words: bool = True):
+    """The grow_model rows of seed under a model that continues it with cont. in_words: as
+    if the model read every script in words (Gemma 3 does Russian; the tokenizer here is
+    SmolLM2's, whose Russian continuations the fragment rule turns off): the cut tests are
+    about where rows end, not about which scripts a model may continue."""
     advisor = FakeAdvisor(cont)
     rcp = recipe(GROW, extra=ALLOW + f"step tokens <= {step}\n")
-    res = Expander(tk, seed=rng_seed, advisor=advisor).expand(seed, rcp)
+    with mock.patch("microvar.expand.expander.MAX_TOKENS_PER_CHAR", float("inf") if in_words else 0.4):
+        res = Expander(tk, seed=rng_seed, advisor=advisor).expand(seed, rcp)
     rows = [v for v in res.kept if v.kinds == ["grow_model"]]
     for v in rows:
         assert v.text.startswith(seed.text)
@@ -144,10 +150,109 @@ def test_cjk_cuts_fall_between_characters_but_not_before_closing_punctuation():
         assert text[cut] not in "，。」" and text[cut - 1] != "「"
 
 
+# ---------------------------------------------------------------- where a continuation starts
+
+
+@pytest.mark.parametrize("text,cont,code,glued", [
+    ("x=1", "0\n\nprint(x)", True, True),               # x=10: what SmolLM2 gave
+    ("x=1", ".5\n\nThe result", False, True),            # x=1.5
+    ("x=1", ".\n\nx=1.", True, True),                     # in code a joiner alone: 1. is a float
+    ("x=1", "\nprint(x)", True, False),
+    ("The answer is 4", ".\n\nThe answer is 4.", False, False),   # a full stop ends the sentence
+    ("Кот спит", "ся на окне", False, True),
+    ("Кот спит", " на окне", False, False),
+    ("the cat", "'s bowl", False, True),
+    ("well", "-made", False, True),
+    ("Done.", "Next", False, False),                     # the seed ends at a boundary itself
+    ("ok", "", False, False),
+    ("x=1", "", True, False),
+])
+def test_a_continuation_glues_when_it_goes_on_inside_the_last_word(text, cont, code, glued):
+    assert glues(text, cont, code) is glued
+
+
+@pytest.mark.parametrize("text,cont,meta", [
+    ("x=1", "0\n\nprint(\"The result of the calculation is:\", x)", None),
+    ("The answer is 4", "2, and the question is unknown.", None),
+    ("Кот спит", "ся на окне.", None),
+])
+def test_a_continuation_that_extends_the_seeds_last_word_gives_no_row(tk, text, cont, meta):
+    """``grow model`` must start at a boundary: ``x=1`` + ``0`` is another number, not the seed
+    grown (the new-user tryout's ``x=10`` rows)."""
+    rows, _ = grown(tk, Seed("s", text, None, meta=meta), cont)
+    assert rows == []
+    rows, _ = grown(tk, Seed("s", text, None, meta=meta), "\n" + cont[1:])   # at a boundary: rows
+    assert rows and all(v.text[len(text)] == "\n" for v in rows)
+
+
+@pytest.mark.slow
+def test_real_model_continuation_starts_at_a_boundary(tk):
+    """SmolLM2's greedy continuation of ``x=1`` is ``0\n\nprint(...)``, of ``The answer is 4``
+    a digit too: the first token may not go on inside the seed's last word or number (nor
+    after a joiner: ``x=1`` + ``.5``), and what the model writes instead starts at a boundary."""
+    from microvar.model.advisor import Advisor
+    from microvar.model.load import load_model, resolve
+
+    advisor = Advisor(load_model(resolve(None), device="cpu"), tk)
+    for text, code in [("x=1", True), ("x=1", False), ("The answer is 4", False), ("Кот спит", False)]:
+        cont = advisor.continuation(text, code=code)
+        assert not glues(text, cont, code), (text, cont)
+        assert not cont[:1].isalnum() and not (cont[:1] == "." and cont[1:2].isdigit()), (text, cont)
+    assert advisor.continuation("The answer is 4").startswith(".")   # ends its sentence instead
+
+
+# ---------------------------------------------------------------- text the model spells in fragments
+
+FRAGMENTS = [   # seed, what SmolLM2 continued it with (the tryout's and the examples'), continued?
+    ("Кот спит на тёплом подоконнике.", " Всётся", False),
+    ("Продолжение очевидно человеку, но не модели.", "\n\nБессерьё,", False),
+    ("Мышление не равно генерации текста.", "\n\nОбразца:", False),
+    ("שלום לכולם, מה שלומכם?", " עקב עקב", False),
+    ("日本語の文章です。", "\n\nそれぞれ", False),
+    ("Rhythm matters more than quantity.", "\n\nТак, чтобы", False),   # an English seed, a Russian continuation
+    ("Rhythm matters more than quantity.", " A well-crafted rhythm can elevate your", True),
+    ("A pattern becomes a stable anchor after twenty presentations or so.", "\n\nThe pattern is a stable anchor",
+     True),
+    ("The capital of France is", " Paris.", True),
+    ("x=1", "\nprint(x)", True),             # one-letter names are one token each: no fragments
+]
+
+
+@pytest.mark.parametrize("text,cont,continued", FRAGMENTS, ids=[f"{c[0][:12]}+{c[1].strip()[:8]}" for c in FRAGMENTS])
+def test_no_model_continuation_in_text_the_model_spells_in_fragments(tk, text, cont, continued):
+    """The rule that leaves SmolLM2's substitutions out of Russian leaves its continuations
+    out too: they were non-words (``Всётся``, ``Бессерьё``, ``עקב עקב``); English and code
+    keep theirs. The run's summary says how many seeds were left without one."""
+    rows, _ = grown(tk, tseed(text), cont, in_words=False)
+    assert bool(rows) is continued
+    expander = Expander(tk, advisor=FakeAdvisor(cont))
+    expander.expand(tseed(text), recipe(GROW, extra=ALLOW))
+    stats = expander.continuation_stats
+    assert (stats.continued, stats.fragments) == ((1, 0) if continued else (0, 1))
+
+
+def test_the_summary_says_how_many_continuations_the_fragment_rule_left_out():
+    from microvar.expand.fluency import ContinuationStats
+    from microvar.pipeline.summary import Summary
+
+    s = Summary()
+    assert not any(line.startswith("model continuations") for line in s.lines())
+    s.continuation = ContinuationStats(continued=6, fragments=7)
+    (line,) = [x for x in s.lines() if x.startswith("model continuations")]
+    assert line == ("model continuations: 6 seeds continued; 7 left without one, in text the model spells in "
+                    "fragments (a multilingual model reads it in words: --model gemma3-270m)")
+    assert s.to_json()["model_continuations"] == {"continued": 6, "fragments": 7}
+    assert Summary.from_state(s.state()).continuation.fragments == 7
+    old = s.state()
+    del old["continuation"]                       # a shard written before the count existed
+    assert Summary.from_state(old).continuation.fragments == 0
+
+
 @pytest.mark.slow
 def test_real_model_continuation_of_a_russian_seed_is_whole_words(tk):
     """SmolLM2 spells Russian in pieces: its continuation still ends where a word does (the
-    longer greedy continuation goes on with whitespace there), and every grow row too."""
+    longer greedy continuation goes on with whitespace there); the expander then leaves it
+    out (the model spells the text in fragments), so the seed has no grow_model row."""
     from microvar.model.advisor import Advisor
     from microvar.model.load import load_model, resolve
 
@@ -157,12 +262,10 @@ def test_real_model_continuation_of_a_russian_seed_is_whole_words(tk):
     longer = advisor.continuation(text, n_tokens=24)
     assert cont.strip() and longer.startswith(cont)
     assert len(longer) == len(cont) or longer[len(cont)].isspace()
-    res = Expander(tk, advisor=advisor).expand(tseed(text), recipe(GROW))
-    rows = [v for v in res.kept if v.kinds == ["grow_model"]]
-    assert rows
-    for v in rows:
-        revealed = v.text[len(text):]
-        assert cont.startswith(revealed) and _no_fragment(cont[len(revealed):], False), v.text
+    expander = Expander(tk, advisor=advisor)
+    res = expander.expand(tseed(text), recipe(GROW))
+    assert [v for v in res.kept if v.kinds == ["grow_model"]] == []
+    assert expander.continuation_stats.fragments == 1
 
 
 def test_real_model_continuation_opens_no_code_fence(tk):

@@ -17,15 +17,15 @@ from ..dsl.markup import Lit, Swap
 from ..dsl.recipe import Recipe
 from .designer import Ledger, is_designer_move, step_reason
 from .edits import EDITS, Doc, State, render, stage_of
-from .edits.base import closing
-from .fluency import SubstitutionStats
+from .edits.base import closing, in_style, line_break
+from .fluency import MAX_TOKENS_PER_CHAR, ContinuationStats, SubstitutionStats, fragment_rate, sentence_of
 from .propose import ReorderRule, propose
 from .reorder import DEFAULT_MARGIN, ReorderStats, is_code, prose_ranges
 
 SUBSTITUTE_MARGIN = 1.0   # nats: a model substitution may cost its sentence at most this much
 from .seeds import Seed
 from .tokens import Candidate, RefTokenizer, align, run_checks
-from .words import word_ends
+from .words import glues, word_ends
 
 # Composition order: a variant built from several edits takes its parent as the variant
 # without its *smallest* edit, so bigger edits are applied first and the last step is cheap.
@@ -102,6 +102,7 @@ class Expander:
         self._marker_cost: dict[str, int] = {}
         self.reorder_stats = ReorderStats()
         self.substitution_stats = SubstitutionStats()
+        self.continuation_stats = ContinuationStats()
 
     def marker_cost(self, marker: str) -> int:
         if marker not in self._marker_cost:
@@ -136,7 +137,7 @@ class Expander:
         continuation, source = seed.continuation, "given"
         code = is_code(seed.meta) or not prose_ranges(seed.text)
         if not continuation and recipe.edit("grow_model") and self.advisor:
-            continuation, source = self.advisor.continuation(seed.text, code=code) or None, "model"
+            continuation, source = self.model_continuation(seed.text, code), "model"
         doc = Doc(seed.id, parts, continuation, template_dirs=recipe.template_dirs, meta=seed.meta,
                   continuation_source=source)
         if continuation and (source == "model" or recipe.edit("grow")):
@@ -151,6 +152,29 @@ class Expander:
             doc.grow_cuts = word_ends(continuation, code, closed=True)
             doc.grow_tokens = [bisect_left(starts, cut) for cut in doc.grow_cuts]  # tokens that show it
         return doc
+
+    def model_continuation(self, text: str, code: bool) -> str | None:
+        """The advisor's continuation of text, its line breaks in the seed's style (Windows
+        text gets ``\r\n``); None where there is none, where it would go on inside the seed's
+        last word or number (``glues``), or where the model spells the text in
+        fragments: the words it cannot read whole, in the sentence the seed ends with and in
+        the continuation, cost over ``MAX_TOKENS_PER_CHAR`` tokens a character
+        (``fragment_rate``). Such a model continues Russian with non-words (SmolLM2: ``Кот спит
+        на тёплом подоконнике.`` + `` Всётся``); the rule that turns its substitutions off
+        turns its continuations off too (``ContinuationStats``)."""
+        continuation = self.advisor.continuation(text, code=code)
+        if not continuation or glues(text, continuation, code):   # "x=1" + "0": see Advisor.continuation
+            return None
+        continuation = in_style(continuation, line_break(text))
+        full = text + continuation
+        _, offsets = self.tk.encode_offsets(full)
+        start, _ = sentence_of(text, max(len(text) - 1, 0), len(text))
+        rate = fragment_rate(full, offsets, start, len(full))
+        if rate is not None and rate > MAX_TOKENS_PER_CHAR:
+            self.continuation_stats.fragments += 1
+            return None
+        self.continuation_stats.continued += 1
+        return continuation
 
     def expand(self, seed: Seed, recipe: Recipe) -> SeedResult:
         rng = random.Random(f"{self.seed}:{seed.id}")

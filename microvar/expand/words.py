@@ -140,3 +140,28 @@ def word_ends(text: str, code: bool = False, closed: bool = False) -> list[int]:
         elif (_cjk(prev) or _cjk(nxt)) and not _holds_on(nxt) and unicodedata.category(prev) not in ("Ps", "Pi"):
             ends.append(i + 1)
     return ends
+
+
+def _wordlike(ch: str) -> bool:
+    """A character that belongs to a word or a number: a letter, a digit, ``_``, a combining mark."""
+    return ch.isalnum() or ch == "_" or unicodedata.category(ch)[0] == "M"
+
+
+JOINERS = ".,'’-"   # between two word characters they make one word or number: 1.5, don't, well-made
+
+
+def glues(text: str, continuation: str | None = None, code: bool = False) -> bool:
+    """text ends in a word or a number and the continuation (any, when None) goes on inside
+    it: a word character first, or a joiner and then one (in code a joiner alone: ``x=1.`` is
+    a float, ``obj.`` an attribute). A continuation must start at a boundary, or it changes
+    the seed's last word: SmolLM2 continued ``x=1`` with ``0`` (``x=10``), and with that
+    refused, with ``.5``, and then with ``.``."""
+    if not text or not _wordlike(text[-1]):
+        return False
+    if continuation is None:
+        return True
+    if not continuation:
+        return False
+    if continuation[0] in JOINERS:
+        return code or (len(continuation) > 1 and _wordlike(continuation[1]))
+    return _wordlike(continuation[0])

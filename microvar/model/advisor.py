@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..expand.words import STOPWORDS, word_ends
+from ..expand.words import JOINERS, STOPWORDS, glues, word_ends
 from .score import _batches, cache_kwarg, common_prefix, context_token, log_softmax_in_place, pad_batch
 
 _LETTERS = re.compile(r"^[^\W\d_]+$")
@@ -59,6 +59,7 @@ class Advisor:
         self._probe: Probe | None = None
         self._pieces: dict[int, tuple[bool, str]] = {}
         self._continues: torch.Tensor | None = None
+        self._glue: dict[bool, torch.Tensor] = {}
 
     @torch.inference_mode()
     def probe(self, text: str) -> Probe:
@@ -224,17 +225,22 @@ class Advisor:
         """The model's greedy continuation of text: n_tokens (fewer at a special token), in
         whole words (``word_ends``; whole lines in code). The word the window cuts may finish
         in up to n_tokens more (decoding goes on until its end is seen); one that does not is
-        dropped, and a continuation without any word end is ""."""
+        dropped, and a continuation without any word end is "". It starts at a boundary: after
+        a seed ending in a word or number no token that goes on inside it (``glues``)."""
         probe = self.probe(text)
         if probe.cache is None:  # an earlier continuation consumed it
             self._probe = None
             probe = self.probe(text)
         ids, cache, probe.cache = list(probe.ids), probe.cache, None  # decoding appends to the cache
         logits = probe.logp[-1]   # the probe's forward already predicts the first new token
+        joined = glues(text)   # it starts at a boundary: "x=1" + "0" is "x=10", another number
+        banned = self._glue_tokens(code).to(logits.device) if joined else None
         base = self.tk.decode([ids])[0]
         new: list[int] = []
         ahead, window, closed = "", None, False   # closed: the model ended the text, its last word whole
         for _ in range(2 * n_tokens):
+            if joined and not ahead.strip(JOINERS):   # nor after a joiner: "x=1" + "." + "5"
+                logits = logits.masked_fill(banned, float("-inf"))
             tid = int(logits.argmax())
             if tid in self.tk.special_ids:
                 closed = True
@@ -256,7 +262,23 @@ class Advisor:
         ends = word_ends(ahead, code, closed)
         past = [e for e in ends if e >= len(window)]
         end = past[0] if past else max((e for e in ends if e <= len(window)), default=0)
-        return before_unopened_fence(text, ahead[:end])
+        out = before_unopened_fence(text, ahead[:end])
+        return "" if glues(text, out, code) else out
+
+    def _glue_tokens(self, code: bool) -> torch.Tensor:
+        """A mask over the vocabulary: tokens that would join the word or number before them
+        (no word-start mark, and first a word character, a combining mark, part of a
+        character, or a joiner: then a word character, or anything in code; see ``glues``),
+        computed once."""
+        if code not in self._glue:
+            vocab = self.tk.backend.get_vocab_size(with_added_tokens=True)
+            texts = self.tk.backend.decode_batch([[i] for i in range(vocab)], skip_special_tokens=False)
+            marks = [self.tk.backend.id_to_token(i) or "" for i in range(vocab)]
+            mask = [m[:1] not in WORD_START_MARKS and (t[:1] == "\ufffd" or glues("a", t, code))
+                    for m, t in zip(marks, texts)]
+            size = self.model.config.vocab_size
+            self._glue[code] = torch.tensor(mask + [False] * (size - vocab))[:size]
+        return self._glue[code]
 
 
 FENCE = "```"

@@ -74,6 +74,7 @@ def run_shard(job: Job, seeds: list[Seed], tick=None) -> ShardResult:
     opts, lm = job.opts, job.lm
     summary = Summary(seeds=len(seeds), scored=lm is not None)
     job.expander.reorder_stats, job.expander.substitution_stats = summary.reorder, summary.substitution
+    job.expander.continuation_stats = summary.continuation
     out = ShardResult([], [], [], [], summary)
 
     def expanded():

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from ..dsl.recipe import Recipe
 from ..expand.designer import summary_line
 from ..expand.expander import SeedResult
-from ..expand.fluency import SubstitutionStats
+from ..expand.fluency import ContinuationStats, SubstitutionStats
 from ..expand.reorder import ReorderStats
 from ..model.budget import BudgetStats
 from .options import HOLDOUT_FILE
@@ -47,6 +47,7 @@ class Summary:
     resumed: tuple[int, int] = (0, 0)     # shards found finished, of all
     reorder: ReorderStats = field(default_factory=ReorderStats)
     substitution: SubstitutionStats = field(default_factory=SubstitutionStats)
+    continuation: ContinuationStats = field(default_factory=ContinuationStats)
     designer_edits: int = 0               # edits the seeds' markup wrote ({a|b}, {?…}, {~…} pairs)
     unused_edits: list = field(default_factory=list)   # those no kept variant carries, with the reason
     held_out: int = 0                     # variants set aside by --holdout (holdout.jsonl)
@@ -70,6 +71,7 @@ class Summary:
         self.rejected.update(o.rejected)
         self.reorder.merge(o.reorder)
         self.substitution.merge(o.substitution)
+        self.continuation.merge(o.continuation)
         self.kept_per_seed.extend(o.kept_per_seed)
         self.root_only.extend(o.root_only)
         self.gaps.extend(o.gaps)
@@ -95,6 +97,8 @@ class Summary:
         layers = state["budget"]["drift_layers"]
         state = {**state, "budget": {**state["budget"], "drift_layers": {}}}
         for f in fields(s):
+            if f.name not in state:   # a count added since the shard was written: left at zero
+                continue
             v, blank = state[f.name], getattr(s, f.name)
             if isinstance(blank, Counter):
                 v = Counter(v)
@@ -126,7 +130,7 @@ class Summary:
                        f"{shown}{more} (rejects.jsonl says what removed their variants)")
         if self.rejected:
             out.append("rejected by check: " + ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()))
-        out.extend(x for x in (self.reorder.line(), self.substitution.line()) if x)
+        out.extend(x for x in (self.reorder.line(), self.substitution.line(), self.continuation.line()) if x)
         if self.scored:
             sc = self.scoring
             rate = sc["total_tokens"] / sc["seconds"] if sc.get("seconds") else 0.0
@@ -183,7 +187,8 @@ class Summary:
                 "seeds_without_variants": len(self.root_only), "seeds_without_variants_ids": self.root_only[:1000],
                 "budget_removed": dict(self.budget.removed), "budget_removed_with_parent": self.budget.cascaded,
                 "reorder_rule": self.reorder.to_json(),
-                "model_substitutions": self.substitution.to_json(), "designer_edits": self.designer_edits,
+                "model_substitutions": self.substitution.to_json(),
+                "model_continuations": self.continuation.to_json(), "designer_edits": self.designer_edits,
                 "designer_edits_unused": len(self.unused_edits)}
 
     def curriculum_json(self) -> dict:

@@ -180,8 +180,28 @@ def render_template(name: str, dirs: tuple[str, ...], **values) -> str:
     return _environment(dirs).get_template(name).render(**values)
 
 
-def render(doc: Doc, s: State) -> str | None:
-    """The variant's text, or None when the state asks for something the seed cannot give."""
+_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def line_break(text: str) -> str:
+    """The line break a text writes: ``\r\n`` (Windows) when most of its breaks are, ``\r``
+    when it breaks lines with CR alone, else ``\n`` (also for text of one line)."""
+    crlf = text.count("\r\n")
+    lf, cr = text.count("\n") - crlf, text.count("\r") - crlf
+    if crlf and crlf >= lf and crlf >= cr:
+        return "\r\n"
+    return "\r" if cr > lf else "\n"
+
+
+def in_style(added: str, eol: str) -> str:
+    """Text an edit adds with each of its line breaks written as ``eol``, the seed's own: a
+    tail or a model continuation after Windows text breaks its lines with ``\r\n`` too."""
+    return _BREAK.sub(eol, added) if eol != "\n" or "\r" in added else added
+
+
+def before_tail(doc: Doc, s: State) -> str | None:
+    """The text a tail goes after: body -> drop last line -> grow continuation (None when the
+    state asks for something the seed cannot give)."""
     text = body(doc, s)
     if s.drop_last:
         dropped = drop_last_unit(text)
@@ -190,10 +210,31 @@ def render(doc: Doc, s: State) -> str | None:
         text = dropped[0]
     if s.grow:
         text += doc.continuation[: doc.grow_cuts[s.grow - 1]]
+    return text
+
+
+def ends_with_tail(text: str, tail: str) -> bool:
+    """The text already ends with the tail (``… → summary:``): appending it again would
+    write ``→ summary: → summary:``."""
+    return bool(tail.strip()) and text.rstrip().endswith(tail.strip())
+
+
+def render(doc: Doc, s: State) -> str | None:
+    """The variant's text, or None when the state asks for something the seed cannot give.
+    What an edit adds breaks its lines the way the seed does (``line_break``)."""
+    text = before_tail(doc, s)
+    if text is None:
+        return None
+    eol = line_break(body(doc, s)) if s.tail is not None or s.wrap is not None else "\n"
     if s.tail is not None:
-        text += ("\n" if "\n" in text.strip() else " ") + s.tail
+        text += (eol if _BREAK.search(text.strip()) else " ") + in_style(s.tail, eol)
     if s.wrap is not None:
-        text = render_template(s.wrap, doc.template_dirs, text=text, seed_id=doc.seed_id, meta=doc.meta)
+        wrapped = render_template(s.wrap, doc.template_dirs, text=text, seed_id=doc.seed_id, meta=doc.meta)
+        # the template's own line breaks in the seed's style, where the text's are all that style
+        # (a seed that mixes them keeps the template's as written)
+        if eol != "\n" and set(_BREAK.findall(text)) <= {eol}:
+            wrapped = _BREAK.sub(eol, wrapped)
+        text = wrapped
     return text
 
 

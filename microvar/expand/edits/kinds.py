@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from .base import Doc, State, body, closing, drop_last_unit, edit, with_
+from .base import Doc, State, before_tail, body, closing, drop_last_unit, edit, ends_with_tail, with_
 
 
 @edit("identity")
@@ -31,7 +31,10 @@ def mark(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
 def tail(doc: Doc, s: State, args: tuple, rng: random.Random, recipe):
     if s.tail is not None or s.grow:
         return
+    text = before_tail(doc, s)
     for t in args:
+        if text is not None and ends_with_tail(text, t):   # a seed that ends "→ summary:" already
+            continue
         yield [(with_(s, tail=t), f"tail:{t}", "tail")]
 
 
