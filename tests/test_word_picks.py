@@ -148,3 +148,13 @@ def test_no_word_picked_inside_or_under_a_marker_the_seed_spells(tk, text):
 def test_the_repro_literal_marker_keeps_the_seed_intact(tk):
     texts = marked_texts(expand_plain(tk, LITERAL))
     assert texts and all("Смотри [ANCHOR] здесь и там." in t for t in texts)
+
+
+def test_a_word_before_punctuation_is_a_word():
+    """The invisible joiners a word is read through are not the punctuation that glues a
+    number (GLUE: ``1.5``, ``don't``): a word before a full stop or a comma stays pickable."""
+    from microvar.expand.words import words
+
+    t = "Мышление не равно генерации текста. Well-made, don't; x=1.5!"
+    assert [t[s:e] for s, e in words(t)] == ["Мышление", "не", "равно", "генерации", "текста", "Well-made",
+                                            "don't", "x"]

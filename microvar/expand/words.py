@@ -147,7 +147,8 @@ def _wordlike(ch: str) -> bool:
     return ch.isalnum() or ch == "_" or unicodedata.category(ch)[0] == "M"
 
 
-JOINERS = ".,'’-"   # between two word characters they make one word or number: 1.5, don't, well-made
+GLUE = ".,'’-"   # between two word characters they make one word or number: 1.5, don't, well-made
+# (not ``JOINERS`` above, the invisible ones a word is read through)
 
 
 def glues(text: str, continuation: str | None = None, code: bool = False) -> bool:
@@ -162,6 +163,6 @@ def glues(text: str, continuation: str | None = None, code: bool = False) -> boo
         return True
     if not continuation:
         return False
-    if continuation[0] in JOINERS:
+    if continuation[0] in GLUE:
         return code or (len(continuation) > 1 and _wordlike(continuation[1]))
     return _wordlike(continuation[0])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..expand.words import JOINERS, STOPWORDS, glues, word_ends
+from ..expand.words import GLUE, STOPWORDS, glues, word_ends
 from .score import _batches, cache_kwarg, common_prefix, context_token, log_softmax_in_place, pad_batch
 
 _LETTERS = re.compile(r"^[^\W\d_]+$")
@@ -239,7 +239,7 @@ class Advisor:
         new: list[int] = []
         ahead, window, closed = "", None, False   # closed: the model ended the text, its last word whole
         for _ in range(2 * n_tokens):
-            if joined and not ahead.strip(JOINERS):   # nor after a joiner: "x=1" + "." + "5"
+            if joined and not ahead.strip(GLUE):   # nor after a joiner: "x=1" + "." + "5"
                 logits = logits.masked_fill(banned, float("-inf"))
             tid = int(logits.argmax())
             if tid in self.tk.special_ids:
