@@ -30,7 +30,10 @@ too):
 
 Measured when written (torch 2.13.0+cpu): 896 variants (kept + budget-rejected) in the old
 run, 830 of them in the new one with the same parent (0 decisions differ): grow edits
-changed since (they reveal whole words), so some grown texts differ. With
+changed since (they reveal whole words), so some grown texts differ. Since stop 25, 635 (243
+only old, 222 only new): `grow model` no longer continues text the model spells in fragments
+nor glues onto the seed's last word, which removes most of the random model's continuations,
+and each seed's cap of 64 then fills with other variants (other ids, other parents). With
 `--ripple-window 32` instead this test fails (checked by hand): aligned_tokens differs (63
 against 38, 85 against 32, ...), and the metrics after it. About 15 s on 2 cores.
 
@@ -54,7 +57,7 @@ OPTIONS = ["--seed", "7", "--drift", "--budget", "top1>=0.61, ripple_kl<=0.0053"
 KL = ("ripple_kl", "ripple_kl_max", "seed_ripple_kl", "seed_ripple_kl_max")
 KL_TOL = 3e-4        # measured 1.72e-4
 FLOAT_TOL = 2e-5     # measured 5.0e-6 (rounding of the golden included)
-MIN_COMMON = 800     # measured 829 of 895
+MIN_COMMON = 600     # measured 829 of 895 when written, 635 since stop 25 (below)
 
 
 def tiny_model(d: Path, tk) -> Path:
