@@ -199,10 +199,11 @@ def in_style(added: str, eol: str) -> str:
     return _BREAK.sub(eol, added) if eol != "\n" or "\r" in added else added
 
 
-def before_tail(doc: Doc, s: State) -> str | None:
-    """The text a tail goes after: body -> drop last line -> grow continuation (None when the
-    state asks for something the seed cannot give)."""
-    text = body(doc, s)
+def before_tail(doc: Doc, s: State, text: str | None = None) -> str | None:
+    """The text a tail goes after: body (``text``, when the caller has it) -> drop last line
+    -> grow continuation (None when the state asks for something the seed cannot give)."""
+    if text is None:
+        text = body(doc, s)
     if s.drop_last:
         dropped = drop_last_unit(text)
         if dropped is None:
@@ -222,10 +223,11 @@ def ends_with_tail(text: str, tail: str) -> bool:
 def render(doc: Doc, s: State) -> str | None:
     """The variant's text, or None when the state asks for something the seed cannot give.
     What an edit adds breaks its lines the way the seed does (``line_break``)."""
-    text = before_tail(doc, s)
+    whole = body(doc, s)
+    text = before_tail(doc, s, whole)
     if text is None:
         return None
-    eol = line_break(body(doc, s)) if s.tail is not None or s.wrap is not None else "\n"
+    eol = line_break(whole) if s.tail is not None or s.wrap is not None else "\n"
     if s.tail is not None:
         text += (eol if _BREAK.search(text.strip()) else " ") + in_style(s.tail, eol)
     if s.wrap is not None:
