@@ -58,8 +58,7 @@ class Advisor:
         self._keeps_logits = "logits_to_keep" in inspect.signature(lm.model.forward).parameters
         self._probe: Probe | None = None
         self._pieces: dict[int, tuple[bool, str]] = {}
-        self._continues: torch.Tensor | None = None
-        self._glue: dict[bool, torch.Tensor] = {}
+        self._masks: dict | None = None
 
     @torch.inference_mode()
     def probe(self, text: str) -> Probe:
@@ -197,18 +196,28 @@ class Advisor:
                     costs[i] = float(nll.sum() - seed_nll[n - tail:].sum())
         return costs
 
-    def _continues_word(self) -> torch.Tensor:
-        """A mask over the vocabulary: tokens that continue a word (no word-start mark, and
-        a letter first, or part of a character), computed once."""
-        if self._continues is None:
+    def _vocab_masks(self) -> dict:
+        """Masks over the vocabulary, from one decoding of it (seconds for Gemma's 262k tokens),
+        of tokens without a word-start mark whose text is part of a character or starts as
+        asked: ``"continues"`` a letter first (the token continues a word); ``False``/``True``
+        (prose/code) it would join the word or number before it (``glues``)."""
+        if self._masks is None:
             vocab = self.tk.backend.get_vocab_size(with_added_tokens=True)
             texts = self.tk.backend.decode_batch([[i] for i in range(vocab)], skip_special_tokens=False)
             marks = [self.tk.backend.id_to_token(i) or "" for i in range(vocab)]
-            mask = [m[:1] not in WORD_START_MARKS and (t[:1].isalpha() or t[:1] == "\ufffd")
-                    for m, t in zip(marks, texts)]
-            self._continues = torch.tensor(mask + [False] * (self.model.config.vocab_size - vocab))[
-                :self.model.config.vocab_size]
-        return self._continues
+            size = self.model.config.vocab_size
+
+            def mask(first) -> torch.Tensor:
+                m = [k[:1] not in WORD_START_MARKS and (t[:1] == "\ufffd" or first(t)) for k, t in zip(marks, texts)]
+                return torch.tensor(m + [False] * (size - vocab))[:size]
+
+            self._masks = {"continues": mask(lambda t: t[:1].isalpha()),
+                           False: mask(lambda t: glues("a", t, False)), True: mask(lambda t: glues("a", t, True))}
+        return self._masks
+
+    def _continues_word(self) -> torch.Tensor:
+        """Tokens that continue a word (no word-start mark, and a letter first, or part of a character)."""
+        return self._vocab_masks()["continues"]
 
     def _logp_at(self, ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Log-probabilities at the input positions ``keep`` only (the model's own
@@ -266,19 +275,10 @@ class Advisor:
         return "" if glues(text, out, code) else out
 
     def _glue_tokens(self, code: bool) -> torch.Tensor:
-        """A mask over the vocabulary: tokens that would join the word or number before them
-        (no word-start mark, and first a word character, a combining mark, part of a
-        character, or a joiner: then a word character, or anything in code; see ``glues``),
-        computed once."""
-        if code not in self._glue:
-            vocab = self.tk.backend.get_vocab_size(with_added_tokens=True)
-            texts = self.tk.backend.decode_batch([[i] for i in range(vocab)], skip_special_tokens=False)
-            marks = [self.tk.backend.id_to_token(i) or "" for i in range(vocab)]
-            mask = [m[:1] not in WORD_START_MARKS and (t[:1] == "\ufffd" or glues("a", t, code))
-                    for m, t in zip(marks, texts)]
-            size = self.model.config.vocab_size
-            self._glue[code] = torch.tensor(mask + [False] * (size - vocab))[:size]
-        return self._glue[code]
+        """Tokens that would join the word or number before them (no word-start mark, and
+        first a word character, a combining mark, part of a character, or a joiner: then a
+        word character, or anything in code; see ``glues``)."""
+        return self._vocab_masks()[code]
 
 
 FENCE = "```"

@@ -425,17 +425,19 @@ class Scorer:
 class _Window:
     """The state of one scoring window: plans, seeds, texts others still read, results."""
 
-    def __init__(self, window: list[Group], plans: list) -> None:
+    def __init__(self, window: list[Group], plans: list, children: list[dict] | None = None) -> None:
         self.plans = plans                                   # per group (plans by key, seed's needed rows)
         self.seeds: list[Seq | None] = []
         self.seqs: list[dict] = [{} for _ in window]         # texts that are someone's parent, until measured
         self.results: list[dict] = [{} for _ in window]
         self.left = [len(g.items) for g in window]
-        self.children: list[dict] = [{} for _ in window]   # children not yet measured, per parent
-        for gi, g in enumerate(window):
-            for it in g.items:
-                if it.parent is not None:
-                    self.children[gi][it.parent] = self.children[gi].get(it.parent, 0) + 1
+        if children is None:                                 # children not yet measured, per parent
+            children = [{} for _ in window]
+            for gi, g in enumerate(window):
+                for it in g.items:
+                    if it.parent is not None:
+                        children[gi][it.parent] = children[gi].get(it.parent, 0) + 1
+        self.children: list[dict] = children   # (zones.py: zones based on each zone)
 
     def base(self, gi: int, it: Item) -> Seq:
         return self.by_key((gi, self.plans[gi][0][it.key].base))

@@ -61,8 +61,12 @@ class ZonePlan:
     def kept(self) -> int:
         return len(self.seed_need) + sum(len(pl.need) for pl in self.plans.values())
 
-    def sources(self, key) -> set:
-        return {pc.source for pc in self.pieces[key] if pc.source is not None}
+    def __post_init__(self) -> None:
+        self._sources = {k: frozenset(pc.source for pc in ps if pc.source is not None) for k, ps in self.pieces.items()}
+
+    def sources(self, key) -> frozenset:
+        """The zones a variant's rows come from (pieces do not change once planned)."""
+        return self._sources[key]
 
 
 def plan_zones(seed_ids: list[int], items, window: int, drift: bool, apart: int | None = None) -> ZonePlan:
@@ -108,7 +112,8 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool, apart: int 
                 q = min(common_prefix(zones[other].ids, z.ids), len(zones[other].ids))
                 if q > p:
                     base, p = other, q
-        plans[key] = Plan(base, p, max(z.ss + z.rows, p + 1), Change.of(z.ids, z.ids), None, len(z.ids))
+        n = len(z.ids)   # nothing compares against a zone: its change is none, as Change.of(ids, ids) says
+        plans[key] = Plan(base, p, max(z.ss + z.rows, p + 1), Change(n, [], [], n, n, n), None, n)
     seed_need: set[int] = set()
 
     def request(key, q: int) -> None:
@@ -234,20 +239,20 @@ class ZoneRun:
         sc, window, plans = self.sc, self.window, self.plans
         from .score import Item, _Window
 
-        self.st = st = _Window(window, [(zp.plans, zp.seed_need) for zp in plans])
+        children = [{} for _ in window]        # zone -> zones based on it (they read its cache)
+        for gi, zp in enumerate(plans):
+            for pl in zp.plans.values():
+                if pl.base is not None:
+                    children[gi][pl.base] = children[gi].get(pl.base, 0) + 1
+        self.st = st = _Window(window, [(zp.plans, zp.seed_need) for zp in plans], children)
         st.zones = self
         st.zp = plans
-        st.children = [{} for _ in window]     # zone -> zones based on it (they read its cache)
-        st.readers = [{} for _ in window]      # zone -> variants and zones still to read it
+        st.readers = [dict(c) for c in children]   # zone -> variants and zones still to read it
         st.waits = [{} for _ in window]        # variant -> zones of its level not yet scored
         st.waiting = [{} for _ in window]      # zone -> variants waiting on it
         st.real = [{} for _ in window]         # variants others compare with, until measured
         st.kids = [{} for _ in window]         # variant -> children not yet measured
         for gi, (g, zp) in enumerate(zip(window, plans)):
-            for key, pl in zp.plans.items():
-                if pl.base is not None:
-                    st.children[gi][pl.base] = st.children[gi].get(pl.base, 0) + 1
-                    st.readers[gi][pl.base] = st.readers[gi].get(pl.base, 0) + 1
             for it in g.items:
                 sc.total_tokens += len(it.ids) + (1 if self.sc.drift else 0)
                 read = zp.sources(it.key) | (zp.sources(it.parent) if it.parent is not None else set())
