@@ -209,7 +209,7 @@ class Advisor:
 
             def mask(first) -> torch.Tensor:
                 m = [k[:1] not in WORD_START_MARKS and (t[:1] == "\ufffd" or first(t)) for k, t in zip(marks, texts)]
-                return torch.tensor(m + [False] * (size - vocab))[:size]
+                return torch.tensor(m + [False] * (size - vocab))[:size].to(self.device)   # once, not per call
 
             self._masks = {"continues": mask(lambda t: t[:1].isalpha()),
                            False: mask(lambda t: glues("a", t, False)), True: mask(lambda t: glues("a", t, True))}

@@ -143,15 +143,6 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool, apart: int 
                 return
         raise AssertionError(f"row {q} of {item_key!r} is in no piece")
 
-    def state(item_key, q: int) -> None:
-        """The hidden state at input q (token q-1), from the piece of row q-1: computed, no rows kept."""
-        pc = next(pc for pc in pieces[item_key] if pc.start <= q - 1 < pc.stop)
-        key, q = pc.source, q - pc.offset
-        while key is not None and q <= plans[key].p:
-            key = plans[key].base
-        if key is not None:
-            plans[key].end = max(plans[key].end, q + 1)
-
     ids_of = {it.key: it.ids for it in items}
     changes: dict = {}
     for it in items:
@@ -165,10 +156,9 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool, apart: int 
             for i, j in zip(ri, ci):
                 read(ref, i)
                 read(it.key, j)
-                if drift and ref is not None:   # the hidden states of the tokens themselves
-                    state(ref, i + 1)
-                if drift:
-                    state(it.key, j + 1)
+                # with drift, the hidden states of the tokens themselves (input j+1) are inside
+                # what is computed already: each zone runs one token past its stop (``e``), and a
+                # base's end reaches past its child's p
     order = sorted(zones, key=lambda k: zones[k].level)
     return ZonePlan({k: zones[k] for k in order}, plans, pieces, depth, seed_need, changes)
 
