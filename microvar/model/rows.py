@@ -110,6 +110,25 @@ class Plan:
     need: set[int] = field(default_factory=set)   # own positions whose full rows others read
 
 
+def owner(plans: dict, key, q: int):
+    """The text that computes position q of text ``key``: itself, or the base whose cache it
+    reuses up to its p, and so on (None: the seed)."""
+    while key is not None and q <= plans[key].p:
+        key = plans[key].base
+    return key
+
+
+def request_rows(plans: dict, seed_need: set, key, q: int) -> None:
+    """Full rows at position q of text ``key`` (None: the seed), kept by whoever computes them
+    (``rows.plan_group``'s texts and ``zones.plan_zones``' zones alike)."""
+    key = owner(plans, key, q)
+    if key is None:
+        seed_need.add(q)
+    else:
+        plans[key].need.add(q)
+        plans[key].end = max(plans[key].end, q + 1)
+
+
 def plan_group(seed_ids: list[int], items, window: int, drift: bool) -> tuple[dict, set[int]]:
     """Per item key its ``Plan``; and the seed's positions whose full rows others read."""
     plans: dict = {}
@@ -129,25 +148,14 @@ def plan_group(seed_ids: list[int], items, window: int, drift: bool) -> tuple[di
         end = max(vp.end(window), vs.end(window) if vs else 0) + (1 if drift else 0)
         plans[it.key] = Plan(base, p, max(end, p + 1), vp, vs, own)
 
-    def owner(key, q: int):
-        while key is not None and q <= plans[key].p:
-            key = plans[key].base
-        return key
-
     def reach(key, q: int) -> None:
         """Input position q of text ``key`` computed (the seed computes all of its own)."""
-        key = owner(key, q)
+        key = owner(plans, key, q)
         if key is not None:
             plans[key].end = max(plans[key].end, q + 1)
 
     def request(key, q: int) -> None:
-        """Full rows at position q of text ``key`` (None: the seed), kept by whoever computes them."""
-        key = owner(key, q)
-        if key is None:
-            seed_need.add(q)
-        else:
-            plans[key].need.add(q)
-            plans[key].end = max(plans[key].end, q + 1)
+        request_rows(plans, seed_need, key, q)
 
     for it in items:
         pl = plans[it.key]

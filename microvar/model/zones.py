@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..dsl.recipe import PAIR_METRICS
-from .rows import Change, Plan, common_prefix
+from .rows import Change, Plan, common_prefix, request_rows
 
 
 @dataclass
@@ -117,13 +117,7 @@ def plan_zones(seed_ids: list[int], items, window: int, drift: bool, apart: int 
     seed_need: set[int] = set()
 
     def request(key, q: int) -> None:
-        while key is not None and q <= plans[key].p:
-            key = plans[key].base
-        if key is None:
-            seed_need.add(q)
-        else:
-            plans[key].need.add(q)
-            plans[key].end = max(plans[key].end, q + 1)
+        request_rows(plans, seed_need, key, q)
 
     for key, z in zones.items():
         pl = plans[key]
